@@ -74,10 +74,11 @@ def test(path:str=None,         # a notebook or folder (default: all notebooks)
          flags:str='',          # test flags to run that are skipped by default, e.g. 'slow'
          n_workers:int=None,    # notebooks in parallel (default: cores)
          threads:int=1,         # threads per notebook
+         timeout:float=None,    # seconds allowed per notebook
         ):
     "Run the notebook tests; ends with `N passed, M failed`"
     from ddl_cxr.devtools import run_notebook_tests
-    return run_notebook_tests(path, flags=flags, n_workers=n_workers, threads=threads)
+    return run_notebook_tests(path, flags=flags, n_workers=n_workers, threads=threads, timeout=timeout)
 
 @call_parse
 def readme():

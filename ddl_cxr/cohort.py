@@ -289,14 +289,19 @@ def cache_paths(out_dir, size:int)->dict:
     return dict(images=out_dir/f'images_{size}.npy', ids=out_dir/f'ids_{size}.csv', skipped=out_dir/f'skipped_{size}.csv')
 
 class ImageCache:
-    "Read side of the cache: `cache[dicom_ids]` → uint8 array; memory-mapped, so workers share pages"
+    "Read side of the cache: `cache[dicom_id]` → uint8 array; memory-mapped (opened lazily, so it pickles cheaply to workers)"
     def __init__(self, out_dir, size:int):
         p = cache_paths(out_dir, size)
         if not p['images'].exists(): raise FileNotFoundError(f"no image cache at {p['images']}: build it with build_image_cache")
-        self.images = np.load(p['images'], mmap_mode='r')
+        self.path, self.size, self._images = p['images'], size, None
         self.ids = pd.read_csv(p['ids'], dtype={'dicom_id': str}).dicom_id.tolist()
         self.row = {d: i for i, d in enumerate(self.ids)}
         self.skipped = pd.read_csv(p['skipped'], dtype={'dicom_id': str})
+    @property
+    def images(self)->np.ndarray:
+        if self._images is None: self._images = np.load(self.path, mmap_mode='r')
+        return self._images
+    def __getstate__(self): return {**self.__dict__, '_images': None}
     def __len__(self): return len(self.ids)
     def __contains__(self, dicom_id): return dicom_id in self.row
     def __getitem__(self, dicom_id)->np.ndarray: return self.images[self.row[dicom_id]]

@@ -6,8 +6,7 @@
 from __future__ import annotations
 import os, re, sys, json, time
 from pathlib import Path
-from concurrent.futures import ProcessPoolExecutor, as_completed
-import multiprocessing as mp
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 # %% auto #0
 __all__ = ['README_HEADER', 'repo_root', 'render_readme', 'write_readme', 'readme_in_sync', 'orphan_modules', 'find_notebooks',
@@ -78,15 +77,23 @@ def orphan_modules(root:str|Path|None=None, lib:str='ddl_cxr')->list[str]:
     return bad
 
 # %% ../nbs/00a_devtools.ipynb #3a3f237e
-def _test_one(fn:str, skip_flags:list, force_flags:list, basepath:str):
-    import io, contextlib
+def _test_main(fn:str, skip_flags:str, force_flags:str, basepath:str)->int:
+    "Entry point of one notebook's test process: exit status 0 if every cell ran"
     from nbdev.test import test_nb
-    err = io.StringIO()
+    ok, _ = test_nb(Path(fn), skip_flags=skip_flags.split(), force_flags=force_flags.split(), basepath=basepath, showerr=True)
+    return 0 if ok else 1
+
+def _test_one(fn:str, skip_flags:list, force_flags:list, basepath:str, env:dict, timeout:float|None):
+    "Test one notebook in a fresh Python process (so it may itself fork DataLoader workers)"
+    import subprocess
+    code = "import sys; from ddl_cxr.devtools import _test_main; sys.exit(_test_main(*sys.argv[1:]))"
     t0 = time.time()
-    with contextlib.redirect_stderr(err):
-        try: ok, _ = test_nb(Path(fn), skip_flags=skip_flags, force_flags=force_flags, basepath=basepath, showerr=True)
-        except Exception as e: ok = False; err.write(f"{type(e).__name__}: {e}\n")
-    return fn, ok, time.time() - t0, err.getvalue()
+    try:
+        r = subprocess.run([sys.executable, '-c', code, fn, ' '.join(skip_flags), ' '.join(force_flags), basepath],
+                           capture_output=True, text=True, env=env, timeout=timeout)
+        ok, err = r.returncode == 0, r.stderr
+    except subprocess.TimeoutExpired: ok, err = False, f"timed out after {timeout}s"
+    return fn, ok, time.time() - t0, err
 
 def find_notebooks(root:str|Path|None=None, path:str|None=None)->list[Path]:
     "Notebooks nbdev would test: under nbs/, not starting with `_` or `.`, not beside a `.notest` file"
@@ -100,6 +107,7 @@ def run_notebook_tests(path:str|None=None,     # a notebook or folder (default: 
                        flags:str='',           # space-separated test flags to run that are skipped by default
                        n_workers:int|None=None,  # parallel notebooks (default: number of cores, at most 8)
                        threads:int=1,          # OMP/torch threads per notebook process
+                       timeout:float|None=None,  # seconds allowed per notebook (None: no limit)
                        root:str|Path|None=None)->int:
     "Test notebooks in parallel, print PASS/FAIL per notebook and `N passed, M failed`; returns 0 if all passed"
     from nbdev.config import get_config
@@ -113,9 +121,9 @@ def run_notebook_tests(path:str|None=None,     # a notebook or folder (default: 
     os.environ.setdefault('MPLBACKEND', 'Agg')
     print(f"testing {len(files)} notebooks with {n_workers} workers, {threads} thread(s) each; skipped flags: {sorted(set(skip)-set(force))}", flush=True)
     t0, results = time.time(), []
-    ctx = mp.get_context('spawn')
-    with ProcessPoolExecutor(n_workers, mp_context=ctx, max_tasks_per_child=1) as ex:
-        futs = [ex.submit(_test_one, str(f), skip, force, str(cfg.config_path)) for f in files]
+    env = {**os.environ}
+    with ThreadPoolExecutor(n_workers) as ex:
+        futs = [ex.submit(_test_one, str(f), skip, force, str(cfg.config_path), env, timeout) for f in files]
         for fut in as_completed(futs):
             fn, ok, secs, err = fut.result()
             results.append((fn, ok, secs))
