@@ -15,8 +15,8 @@ import torch
 __all__ = ['CHEXPERT_LABELS', 'PHENOTYPE_LABELS', 'DELTA_BINS', 'TASKS', 'PKG_DIR', 'SHARED_ENV', 'DEMO_HINT', 'PROFILES',
            'BIG_FILE', 'resource_path', 'shared_data_dir', 'shared_available', 'skip_msg', 'RefCode', 'CohortConfig',
            'EHRConfig', 'ImageConfig', 'VAEConfig', 'EHREncoderConfig', 'UNetConfig', 'DiffusionConfig', 'LDMConfig',
-           'PredConfig', 'EvalConfig', 'SynthConfig', 'Config', 'get_config', 'seed_everything', 'get_device',
-           'set_threads', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'atomic_save_json',
+           'PredConfig', 'EvalConfig', 'SynthConfig', 'Config', 'get_config', 'seed_everything', 'stable_seed',
+           'get_device', 'set_threads', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'atomic_save_json',
            'atomic_torch_save', 'clean_tmp', 'fingerprint', 'Manifest', 'run_stage', 'env_info']
 
 # %% ../nbs/00_core.ipynb #33c41d45
@@ -80,6 +80,7 @@ class RefCode:
     select_ema_mse: bool = False            # §7-9: LDM checkpoint on EMA ε-MSE (paper: composite validation loss)
     sample_posterior: bool = False          # B10: use a posterior *sample* of the VAE for z0/z1 (ours: the mean)
     pred_sizes: bool = False                # §7-15: predictor d_model 512 / ff 256 (paper: 128 / 512)
+    ddim_alpha0_last: bool = False          # §5: the last DDIM step goes to ᾱ_0 (ref), not to ᾱ = 1 (ours)
 
     @classmethod
     def all(cls)->'RefCode':
@@ -304,7 +305,7 @@ def _profile_overrides(profile:str)->dict:
                  batch_size=8, accumulate=1, base_lr=1e-3/8, epochs=1),
         encoder=dict(d_model=16, n_heads=2, dim_ff=32, dropout=0.0),
         unet=dict(model_channels=16, channel_mult=(1, 2), num_heads=2),
-        diffusion=dict(timesteps=50, sample_steps=10),
+        diffusion=dict(timesteps=50, sample_steps=10, beta_start=0.03, beta_end=0.39),  # β×20: ᾱ_49 ≈ 4e-5, as ᾱ_999 at T=1000
         ldm=dict(lr=1e-3, batch_size=8, epochs=2),
         pred=dict(d_model=16, dim_ff=32, n_heads=2, batch_size=8, epochs=2, patience=2, lr=1e-3, seeds=(0, 1),
                   cnn='resnet_small', head_hidden=16, patch_dim=16),
@@ -347,6 +348,10 @@ def seed_everything(seed:int=23,              # the seed
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     return seed
+
+def stable_seed(*parts)->int:
+    "A seed derived from `parts` (ints, strings, ...) that is the same in every process (unlike `hash` of a str)"
+    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:15], 16)
 
 def get_device(device:str|None='auto')->torch.device:
     "Resolve 'auto' (CUDA if available, else CPU) or an explicit device name"

@@ -100,7 +100,7 @@ class LDMDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.t)
     def __getitem__(self, i):
         r = self.t.iloc[i]
-        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) % 2**63) if self.sample else None
+        g = torch.Generator().manual_seed(stable_seed(self.seed, self.epoch, i)) if self.sample else None
         z0 = self.latents.get(r.x0_dicom_id, self.sample, g); z1 = self.latents.get(r.x1_dicom_id, self.sample, g)
         return z0, z1, np.asarray(self.ehr[r.sample_id], dtype=np.float32), self.y[i]
 
@@ -150,7 +150,7 @@ class PredDataset(torch.utils.data.Dataset):
         r = self.t.iloc[i]
         a = self.cache[r.dicom_id]
         if self.train:
-            torch.manual_seed(hash((self.seed, self.epoch, i)) % 2**63)
+            torch.manual_seed(stable_seed(self.seed, self.epoch, i))
             a = self.aug(torch.from_numpy(np.ascontiguousarray(a))[None])[0].numpy()
         x0 = to_imagenet(crop(a, self.size))
         e = torch.as_tensor(np.asarray(self.ehr[r.sample_id]), dtype=torch.float32)
