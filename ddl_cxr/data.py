@@ -150,8 +150,9 @@ class PredDataset(torch.utils.data.Dataset):
         r = self.t.iloc[i]
         a = self.cache[r.dicom_id]
         if self.train:
-            torch.manual_seed(stable_seed(self.seed, self.epoch, i))
-            a = self.aug(torch.from_numpy(np.ascontiguousarray(a))[None])[0].numpy()
+            with torch.random.fork_rng(devices=[]):         # seeded per item, without touching the global RNG
+                torch.manual_seed(stable_seed(self.seed, self.epoch, i))
+                a = self.aug(torch.from_numpy(np.ascontiguousarray(a))[None])[0].numpy()
         x0 = to_imagenet(crop(a, self.size))
         e = torch.as_tensor(np.asarray(self.ehr[r.sample_id]), dtype=torch.float32)
         if e.shape[0] != 48: raise ValueError(f"prediction EHR of sample {r.sample_id} has {e.shape[0]} bins, expected 48")
