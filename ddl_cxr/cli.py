@@ -4,70 +4,111 @@
 
 # %% ../nbs/13_cli.ipynb #b8cc6c6b
 from __future__ import annotations
-import os, sys, time, json, resource
+import os, sys, time, json
 from pathlib import Path
 from fastcore.script import call_parse, anno_parser, Param, store_true
 from .core import *
 from . import __version__
 
 # %% auto #0
-__all__ = ['PIPELINE', 'COMMANDS', 'run_pipeline', 'demo', 'test', 'readme', 'main']
+__all__ = ['train_vae', 'train_ldm', 'train_pred', 'evaluate', 'COMMANDS', 'torch_threads', 'demo', 'synth', 'prepare', 'test',
+           'readme', 'main']
 
 # %% ../nbs/13_cli.ipynb #d711c5c4
-def _stage_config(workdir:Path, cfg:Config):
-    "Write the resolved configuration and the run environment"
-    atomic_save_json(workdir/'config.json', cfg.to_dict())
-    atomic_save_json(workdir/'env.json', env_info())
+def _seeds(seeds:str|None)->tuple|None:
+    "'3' → (0, 1, 2); '0,5,7' → (0, 5, 7); None → the profile's"
+    if seeds in (None, ''): return None
+    s = str(seeds).strip()
+    try: return tuple(range(int(s))) if ',' not in s else tuple(int(x) for x in s.split(',') if x.strip())
+    except ValueError: raise ValueError(f"--seeds must be a count like 3 or a list like 0,1,2; got {seeds!r}")
 
-PIPELINE = [
-    # (stage, what it does, function or None while not implemented, issue)
-    ('config', 'resolve the profile, write config.json and env.json', _stage_config, 2),
-    ('synthetic', 'write the synthetic ICU cohort in MIMIC-IV + MIMIC-CXR-JPG layout', None, 3),
-    ('extract', 'stays, labels, hourly events; the 79-feature EHR windows', None, 4),
-    ('cohort', 'CXR linking, prediction samples, LDM pairs, split, image cache', None, 5),
-    ('vae', 'train the KL autoencoder and cache every latent', None, 6),
-    ('ldm', 'train the contrastive LDM and generate ẑ1 for every prediction sample', None, 8),
-    ('predict', 'train Uni-EHR, Last-CXR, DDL-CXR and Oracle-CXR over seeds', None, 9),
-    ('evaluate', 'metrics, δ bins, generation quality, case studies, report.md', None, 10),
-]
+def _config(profile, seed, seeds, reference_code=False)->Config:
+    cfg = get_config(profile, reference_code=reference_code, seed=seed)
+    s = _seeds(seeds)
+    return update_config(cfg, pred=dict(seeds=s)) if s else cfg
 
-def _peak_rss_mb()->float:
-    "Peak resident memory of this process and its finished children, in MB"
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) / 1024
+def _sources(workdir, mimic=None, cxr=None)->dict:
+    "Data sources of a work directory: given ones are checked and stored, else the stored ones are read"
+    f = Path(workdir)/'sources.json'
+    if mimic or cxr:
+        if not (mimic and cxr): raise ValueError("give both --mimic (MIMIC-IV folder) and --cxr (MIMIC-CXR-JPG folder)")
+        for name, p, need in (('--mimic', mimic, ('hosp', 'core')), ('--cxr', cxr, ('files',))):
+            if not Path(p).is_dir(): raise FileNotFoundError(f"{name} {p}: no such folder")
+            if not any((Path(p)/n).exists() for n in need): raise FileNotFoundError(f"{name} {p} has no {' or '.join(need)}/ folder")
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        atomic_save_json(f, dict(mimic=str(Path(mimic).resolve()), cxr=str(Path(cxr).resolve())))
+    if f.exists(): return json.loads(f.read_text())
+    return dict(mimic=None, cxr=None)          # synthetic: the demo writes its own raw data
 
-def run_pipeline(workdir:str|Path, cfg:Config, force:bool=False, log=print)->dict:
-    "Run the implemented stages in order (skipping finished ones); returns seconds per stage"
-    workdir = Path(workdir); workdir.mkdir(parents=True, exist_ok=True)
-    times, t_all = {}, time.time()
-    for name, what, fn, issue in PIPELINE:
-        if fn is None:
-            log(f"[{name}] not implemented yet ({what}; issue #{issue})"); continue
-        t0 = time.time()
-        outputs = {'config': workdir/'config.json', 'env': workdir/'env.json'} if name == 'config' else {}
-        run_stage(workdir, name, lambda: fn(workdir, cfg), cfg.to_dict(), {}, outputs, force=force, log=log)
-        times[name] = time.time() - t0
-    times['total'] = time.time() - t_all
-    return times
-
-# %% ../nbs/13_cli.ipynb #0945c221
-@call_parse
-def demo(workdir:str='ddl_cxr_work',       # where every stage writes its outputs
-         profile:str='quick',              # 'tiny', 'quick' or 'paper'
-         seed:int=23,                      # global seed
-         force:store_true=False,           # re-run stages even when they are up to date
-        ):
-    "Run the whole method on the synthetic default cohort, stage by stage"
-    cfg = get_config(profile, seed=seed)
-    seed_everything(seed); set_threads()
-    print(f"ddl_cxr {__version__} demo: profile {profile}, work directory {Path(workdir).resolve()}")
-    times = run_pipeline(workdir, cfg, force=force)
-    for k, v in times.items(): print(f"  {k:<10} {v:8.1f}s")
-    print(f"peak memory {_peak_rss_mb():.0f} MB")
-    missing = [n for n, _, fn, _ in PIPELINE if fn is None]
-    if missing: print(f"not implemented yet: {', '.join(missing)}: the demo ran every stage that exists")
+def _run(workdir, cfg, only, force, device, full=False, **kw)->int:
+    from ddl_cxr.pipeline import run_pipeline, DEMO_VARIANTS, FULL_VARIANTS
+    src = _sources(workdir)
+    variants = FULL_VARIANTS if full else DEMO_VARIANTS
+    if src['mimic'] is not None: variants = tuple(v for v in variants if v != 'oracle_cxr')
+    seed_everything(cfg.seed); set_threads()
+    print(f"ddl_cxr {__version__}: profile {cfg.profile}, work directory {Path(workdir).resolve()}, "
+          f"device {get_device(device)}, {torch_threads()} thread(s)")
+    t = run_pipeline(workdir, cfg, only=only, force=force, mimic_dir=src['mimic'], cxr_dir=src['cxr'],
+                     variants=variants, device=device, **kw)
+    print('stage times (s): ' + ', '.join(f"{k} {v}" for k, v in t.items() if k not in ('total', 'peak_mb')))
+    print(f"total {t['total']:.0f} s, peak memory {t['peak_mb']} MB")
+    rep = Path(workdir)/'report'/'report.md'
+    if rep.exists(): print(f"report: {rep.resolve()}")
     return 0
+
+def torch_threads()->int:
+    import torch; return torch.get_num_threads()
+
+# %% ../nbs/13_cli.ipynb #58da8c83
+@call_parse
+def demo(workdir:str='ddl_cxr_work',     # where every stage writes its outputs
+         profile:str='quick',            # 'tiny', 'quick' or 'paper'
+         seed:int=23,                    # global seed
+         seeds:str=None,                 # predictor seeds: a count (3) or a list (0,1,2); default: the profile's
+         device:str='auto',              # 'auto', 'cpu' or 'cuda'
+         full:store_true=False,          # all variants and LDM ablations (the paper's evaluation)
+         reference_code:store_true=False,  # reproduce the reference implementation's behaviour (every RefCode switch)
+         force:store_true=False,         # redo stages even when they are up to date
+        ):
+    "Run the whole method on a synthetic cohort: data → extraction → cohort → VAE → LDM → ẑ1 → prediction → report"
+    cfg = _config(profile, seed, seeds, reference_code)
+    if full and not seeds: cfg = update_config(cfg, pred=dict(seeds=(0, 1, 2, 3, 4)))
+    return _run(workdir, cfg, None, force, device, full)
+
+@call_parse
+def synth(out:str='synthetic',          # folder to write
+          n_stays:int=1000,              # ICU stays
+          seed:int=0,                    # seed (same seed → byte-identical files)
+          image_size:int=128,            # stored film size in pixels
+         ):
+    "Write a synthetic ICU cohort in MIMIC-IV 2.2 + MIMIC-CXR-JPG 2.0.0 layout, with its ground truth"
+    from ddl_cxr.synthetic import write_synthetic_cohort
+    write_synthetic_cohort(out, n_stays, seed, image_size); return 0
+
+@call_parse
+def prepare(mimic:str=None,             # MIMIC-IV folder (hosp/ + icu/, or core/ for v1.0)
+            cxr:str=None,               # MIMIC-CXR-JPG folder (metadata and CheXpert CSVs, files/)
+            workdir:str='ddl_cxr_work', # work directory
+            profile:str='quick', seed:int=23, device:str='auto', force:store_true=False):
+    "Extraction and cohort on real (or any MIMIC-layout) data: stays, labels, EHR windows, image cache"
+    if not (mimic and cxr): raise ValueError("prepare needs --mimic and --cxr (the demo makes its own synthetic data)")
+    _sources(workdir, mimic, cxr)
+    return _run(workdir, _config(profile, seed, None), ['extract', 'cohort'], force, device)
+
+def _stage_cmd(stage:str, doc:str):
+    def cmd(workdir:str='ddl_cxr_work',  # work directory of `prepare` (or of a demo)
+            profile:str='quick', seed:int=23,
+            seeds:str=None,               # predictor seeds: a count (3) or a list (0,1,2)
+            device:str='auto', full:store_true=False, reference_code:store_true=False, force:store_true=False):
+        if not Path(workdir).exists(): raise FileNotFoundError(f"work directory {workdir} does not exist: run `ddl_cxr prepare` first")
+        return _run(workdir, _config(profile, seed, seeds, reference_code), [stage], force, device, full)
+    cmd.__doc__, cmd.__name__ = doc, stage.replace('-', '_')
+    return call_parse(cmd)
+
+train_vae = _stage_cmd('vae', "Train the VAE and cache the latents of every cohort image")
+train_ldm = _stage_cmd('ldm', "Train the contrastive LDM and generate ẑ1 for every prediction sample")
+train_pred = _stage_cmd('predict', "Train the predictor variants over seeds")
+evaluate = _stage_cmd('evaluate', "Metrics, generation quality, case studies and report.md")
 
 @call_parse
 def test(path:str=None,         # a notebook or folder (default: all notebooks)
@@ -86,7 +127,8 @@ def readme():
     from ddl_cxr.devtools import write_readme
     print(f"wrote {write_readme()}"); return 0
 
-COMMANDS = {'demo': demo, 'test': test, 'readme': readme}
+COMMANDS = {'demo': demo, 'synth': synth, 'prepare': prepare, 'train-vae': train_vae, 'train-ldm': train_ldm,
+            'train-pred': train_pred, 'evaluate': evaluate, 'test': test, 'readme': readme}
 
 def _usage()->str:
     w = max(map(len, COMMANDS))

@@ -16,8 +16,8 @@ from .core import *
 # %% auto #0
 __all__ = ['CXR_META', 'CXR_CHEXPERT', 'SPLITS', 'study_datetime', 'read_cxr_metadata', 'chexpert_binary', 'read_chexpert',
            'ap_studies', 'link_films', 'prediction_samples', 'event_bins', 'ldm_pairs', 'split_subjects', 'vae_images',
-           'build_cohort', 'tiny_cohort_tables', 'delta_bin', 'cohort_summary', 'to_grey8', 'load_film', 'film_path',
-           'build_image_cache', 'cache_paths', 'ImageCache']
+           'build_cohort', 'tiny_cohort_tables', 'delta_bin', 'cohort_summary', 'to_grey8', 'load_film', 'fit_square',
+           'film_path', 'build_image_cache', 'cache_paths', 'ImageCache']
 
 # %% ../nbs/04_cohort.ipynb #374b35b4
 CXR_META = 'mimic-cxr-2.0.0-metadata.csv'
@@ -238,7 +238,10 @@ def load_film(path, size:int)->np.ndarray:
     "Decode a chest film to a (size, size) uint8 array: shorter side → size, centre crop"
     with Image.open(path) as im:
         im.load()
-        a = to_grey8(im)
+        return fit_square(to_grey8(im), size)
+
+def fit_square(a:np.ndarray, size:int)->np.ndarray:
+    "A uint8 (H, W) film with its shorter side resized to `size` (bilinear, antialiased), centre-cropped to a square"
     h, w = a.shape
     s = size / min(h, w)
     nh, nw = max(size, round(h * s)), max(size, round(w * s))

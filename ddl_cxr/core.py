@@ -15,9 +15,9 @@ import torch
 __all__ = ['CHEXPERT_LABELS', 'PHENOTYPE_LABELS', 'DELTA_BINS', 'TASKS', 'PKG_DIR', 'SHARED_ENV', 'DEMO_HINT', 'PROFILES',
            'BIG_FILE', 'resource_path', 'shared_data_dir', 'shared_available', 'skip_msg', 'RefCode', 'CohortConfig',
            'EHRConfig', 'ImageConfig', 'VAEConfig', 'EHREncoderConfig', 'UNetConfig', 'DiffusionConfig', 'LDMConfig',
-           'PredConfig', 'EvalConfig', 'SynthConfig', 'Config', 'get_config', 'seed_everything', 'stable_seed',
-           'get_device', 'set_threads', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'atomic_save_json',
-           'atomic_torch_save', 'clean_tmp', 'fingerprint', 'Manifest', 'run_stage', 'env_info']
+           'PredConfig', 'EvalConfig', 'SynthConfig', 'Config', 'update_config', 'get_config', 'seed_everything',
+           'stable_seed', 'get_device', 'set_threads', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text',
+           'atomic_save_json', 'atomic_torch_save', 'clean_tmp', 'fingerprint', 'Manifest', 'run_stage', 'env_info']
 
 # %% ../nbs/00_core.ipynb #33c41d45
 CHEXPERT_LABELS = ('Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum',
@@ -313,6 +313,18 @@ def _profile_overrides(profile:str)->dict:
         synth=dict(n_stays=40, image_size=64))
     raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
 
+def _merge(d:dict, o:dict):
+    "Recursively write the overrides `o` into the config dict `d`; unknown keys are an error"
+    for k, v in o.items():
+        if k not in d: raise KeyError(f"config has no field {k!r}")
+        if isinstance(v, dict): _merge(d[k], v)
+        else: d[k] = _jsonable(v)
+
+def update_config(cfg:Config, **overrides)->Config:
+    "A copy of `cfg` with overrides (section=dict(...) or field=value)"
+    d = cfg.to_dict(); _merge(d, overrides)
+    return Config.from_dict(d)
+
 def get_config(profile:str='quick',          # 'tiny', 'quick' or 'paper'
                reference_code:bool=False,    # turn on every reference-code switch (`RefCode.all()`)
                **overrides                   # section=dict(...) or top-level field=value, applied last
@@ -320,19 +332,14 @@ def get_config(profile:str='quick',          # 'tiny', 'quick' or 'paper'
     "The configuration of a profile, optionally in reference-code mode, with overrides"
     cfg = Config(profile=profile)
     d = cfg.to_dict()
-    def merge(d, o):
-        for k, v in o.items():
-            if k not in d: raise KeyError(f"config has no field {k!r}")
-            if isinstance(v, dict): merge(d[k], v)
-            else: d[k] = _jsonable(v)
-    merge(d, _profile_overrides(profile))
+    _merge(d, _profile_overrides(profile))
     if reference_code:
         d['refcode'] = asdict(RefCode.all())
         d['unet'].update(channel_mult=[1, 2, 4] if profile == 'paper' else d['unet']['channel_mult'],
                          num_head_channels=16 if profile == 'paper' else -1,
                          num_res_blocks=2 if profile == 'paper' else d['unet']['num_res_blocks'])
         if profile == 'paper': d['pred'].update(d_model=512, dim_ff=256)
-    merge(d, overrides)
+    _merge(d, overrides)
     return Config.from_dict(d)
 
 # %% ../nbs/00_core.ipynb #75099929

@@ -4,8 +4,9 @@
 
 # %% ../nbs/11_predict.ipynb #e4c88fbf
 from __future__ import annotations
-import math, json, time, re, warnings, contextlib, shutil
-from dataclasses import dataclass
+import math, json, time, re, os, warnings, contextlib, shutil, multiprocessing, importlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, astuple
 from functools import partial
 from pathlib import Path
 from typing import Mapping
@@ -20,17 +21,20 @@ from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import TrackerCallback, SaveModelCallback, EarlyStoppingCallback
 from fastai.optimizer import OptimWrapper
+from fastai.data.load import DataLoader
+from fastai.data.core import DataLoaders
 from .core import *
-from .data import PredDataset, make_dls, task_labels
+from .data import PredDataset, make_dls, task_labels, IMAGENET_MEAN, IMAGENET_STD
 from .cohort import ImageCache, SPLITS
 from .ehr_encoder import EHREncoder
 
 # %% auto #0
-__all__ = ['VARIANTS', 'Z1_HINTS', 'PRED_COLUMNS', 'patchify', 'PatchEmbedding', 'token_encoder', 'n_params', 'SmallCNN',
-           'imagenet_resnet34_file', 'image_encoder', 'Variant', 'resolve_variant', 'by_sample_id', 'z1_for',
-           'FusionPredictor', 'build_predictor', 'pos_weights', 'WeightedBCE', 'auprc', 'auroc', 'BinaryScore', 'AUPRC',
-           'AUROC', 'cosine_lr', 'EpochCosine', 'train_predictor', 'predict_proba', 'long_predictions', 'run_one',
-           'default_variants', 'run_key', 'run_predictions']
+__all__ = ['SMALL_CNNS', 'VARIANTS', 'Z1_HINTS', 'PRED_COLUMNS', 'patchify', 'PatchEmbedding', 'token_encoder', 'n_params',
+           'SmallCNN', 'imagenet_resnet34_file', 'image_encoder', 'Variant', 'resolve_variant', 'by_sample_id',
+           'z1_for', 'FusionPredictor', 'build_predictor', 'pos_weights', 'WeightedBCE', 'auprc', 'auroc',
+           'BinaryScore', 'AUPRC', 'AUROC', 'cosine_lr', 'EpochCosine', 'affine_params', 'affine_grid', 'augment_x0',
+           'prep_x0', 'PredBatches', 'pred_dls', 'X0Prep', 'train_predictor', 'predict_proba', 'long_predictions',
+           'run_one', 'default_variants', 'run_key', 'run_predictions']
 
 # %% ../nbs/11_predict.ipynb #87ef9740
 def patchify(z:torch.Tensor,   # (B, C, H, W) latent
@@ -77,18 +81,20 @@ class SmallCNN(nn.Module):
         self.body, self.out_dim = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), c
     def forward(self, x): return self.body(x)
 
+SMALL_CNNS = {'resnet_small': (16, 32, 64, 128), 'cnn_tiny': (8, 16, 32, 64)}   # pred.cnn name → SmallCNN widths
+
 def imagenet_resnet34_file()->Path|None:
     "The ImageNet ResNet-34 weights in the local torch-hub cache, or None (nothing is downloaded)"
     from torchvision.models import ResNet34_Weights
     p = Path(torch.hub.get_dir())/'checkpoints'/Path(ResNet34_Weights.IMAGENET1K_V1.url).name
     return p if p.exists() else None
 
-def image_encoder(name:str,                 # 'resnet34' (paper) or 'resnet_small' (tiny/quick)
+def image_encoder(name:str,                 # 'resnet34' (paper), 'resnet_small' (tiny/quick) or 'cnn_tiny'
                   weights='auto'            # ResNet-34 only: 'auto' (local hub cache if present), a file, or None
                  )->tuple[nn.Module, int, str]:  # (module, feature width, where its weights came from)
     "The X-ray CNN without its classifier"
-    if name == 'resnet_small': return SmallCNN(), SmallCNN().out_dim, 'random init (resnet_small stand-in)'
-    if name != 'resnet34': raise ValueError(f"unknown pred.cnn {name!r}; choose 'resnet34' or 'resnet_small'")
+    if name in SMALL_CNNS: m = SmallCNN(SMALL_CNNS[name]); return m, m.out_dim, f'random init ({name} stand-in)'
+    if name != 'resnet34': raise ValueError(f"unknown pred.cnn {name!r}; choose 'resnet34' or one of {list(SMALL_CNNS)}")
     from torchvision.models import resnet34
     m = resnet34(weights=None)
     path = imagenet_resnet34_file() if weights == 'auto' else (Path(weights) if weights else None)
@@ -276,6 +282,110 @@ class EpochCosine(Callback):
         self.opt.set_hyper('lr', v); self.lrs.append(v)
 
 # %% ../nbs/11_predict.ipynb #ac1ef0fc
+def affine_params(n:int,                     # number of images
+                  h:int, w:int,              # image height and width (pixels)
+                  generator:torch.Generator|None=None,  # seeded generator (None: torch's global RNG)
+                  degrees:float=45.,         # RandomAffine(degrees=45)
+                  translate:float=0.15,      # RandomAffine(translate=(0.15, 0.15)): fraction of the side
+                  scale=(0.85, 1.15),        # RandomAffine(scale=(0.85, 1.15))
+                  p_flip:float=0.5           # RandomHorizontalFlip(p=0.5)
+                 )->dict:                    # flip (n,) bool; angle, tx, ty, scale (n,) float64
+    "Per-image flip and affine parameters, drawn from the distributions of torchvision's RandomHorizontalFlip + RandomAffine"
+    u = lambda lo, hi: torch.empty(n, dtype=torch.float64).uniform_(lo, hi, generator=generator)
+    flip = torch.rand(n, generator=generator) < p_flip
+    angle = u(-degrees, degrees)
+    tx, ty = u(-translate * w, translate * w).round(), u(-translate * h, translate * h).round()
+    return dict(flip=flip, angle=angle, tx=tx, ty=ty, scale=u(*scale))
+
+def affine_grid(angle, tx, ty, scale,         # (B,) degrees, pixels, pixels, factor
+                h:int, w:int, device=None)->torch.Tensor:   # → (B, h, w, 2) grid for `F.grid_sample(align_corners=False)`
+    "torchvision's `affine` sampling grid (no shear, centre of the image) for B parameter sets at once"
+    a = torch.deg2rad(torch.as_tensor(angle, dtype=torch.float64))
+    s, tx, ty = (torch.as_tensor(v, dtype=torch.float64) for v in (scale, tx, ty))
+    m0, m1, m3, m4 = torch.cos(a) / s, torch.sin(a) / s, -torch.sin(a) / s, torch.cos(a) / s   # inverse rotation·scale
+    theta = torch.stack([m0, m1, -m0 * tx - m1 * ty, m3, m4, -m3 * tx - m4 * ty], -1).float().view(-1, 2, 3).to(device)
+    base = torch.empty(1, h, w, 3, device=device)
+    base[..., 0].copy_(torch.linspace((1. - w) * .5, (w - 1.) * .5, steps=w, device=device))
+    base[..., 1].copy_(torch.linspace((1. - h) * .5, (h - 1.) * .5, steps=h, device=device)[:, None])
+    base[..., 2].fill_(1)
+    rescaled = theta.transpose(1, 2).div(torch.tensor([.5 * w, .5 * h], device=device))
+    return base.view(1, h * w, 3).matmul(rescaled).view(-1, h, w, 2)
+
+def augment_x0(img:torch.Tensor,                       # (B, H, W) films, uint8 or float
+               generator:torch.Generator|None=None,    # seeded generator for the parameters
+               params:dict|None=None                   # or explicit `affine_params`
+              )->torch.Tensor:                         # (B, H, W) float, same pixel scale
+    "RandomHorizontalFlip + RandomAffine(45°, 0.15, 0.85–1.15), nearest, zero fill: each image its own draw, one grid_sample for the batch"
+    if img.ndim != 3: raise ValueError(f"films must be (B, H, W), got shape {tuple(img.shape)}")
+    B, H, W = img.shape
+    p = params or affine_params(B, H, W, generator)
+    x = img.float()
+    x = torch.where(p['flip'].to(x.device)[:, None, None], x.flip(-1), x)
+    grid = affine_grid(p['angle'], p['tx'], p['ty'], p['scale'], H, W, device=x.device)
+    return F.grid_sample(x[:, None], grid, mode='nearest', padding_mode='zeros', align_corners=False)[:, 0]
+
+def prep_x0(img:torch.Tensor,            # (B, H, W) uint8 films from the image cache
+            size:int,                    # crop side (`image.size`)
+            generator:torch.Generator|None=None,  # with `augment`: the parameters' generator
+            augment:bool=False           # flip + affine first (training)
+           )->torch.Tensor:              # (B, 3, size, size) ImageNet-normalised
+    "The CNN's input for a batch of cached films: (augmentation), centre crop, grey → 3 channels, ImageNet normalisation"
+    H, W = img.shape[-2:]
+    if H < size or W < size: raise ValueError(f"image {H}×{W} is smaller than the crop {size}")
+    x = augment_x0(img, generator) if augment else img.float()
+    top, left = (H - size) // 2, (W - size) // 2
+    x = x[:, None, top:top + size, left:left + size].div(255)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+# %% ../nbs/11_predict.ipynb #bbd0f327
+def _index(i): return i
+
+class PredBatches:
+    "A `PredDataset`'s samples stacked once; `collate(idxs)` → (ehr, x0 uint8 (B,H,W) or empty, z1 or empty, y) by indexing"
+    def __init__(self, ds:PredDataset,         # built with train=False: its table, labels, EHR, ẑ1 and cache are used
+                 use_x0:bool=True):            # read the films (False: an empty x0, for variants without the CNN)
+        t = ds.t
+        self.t, self.y, self.cache, self.size, self.use_x0 = t, ds.y, ds.cache, ds.size, use_x0
+        e = [np.asarray(ds.ehr[s], dtype=np.float32) for s in t.sample_id]
+        bad = next((s for s, a in zip(t.sample_id, e) if a.shape[0] != 48), None)
+        if bad is not None: raise ValueError(f"prediction EHR of sample {bad} has {np.shape(ds.ehr[bad])[0]} bins, expected 48")
+        self.ehr = torch.from_numpy(np.stack(e)) if e else torch.zeros(0, 48, 0)
+        self.z1 = (torch.from_numpy(np.stack([np.asarray(ds.z1[s], dtype=np.float32) for s in t.sample_id]))
+                   if ds.z1 is not None and len(t) else None)
+        self.rows = ds.cache.rows(t.dicom_id)
+    def __len__(self): return len(self.t)
+    def __getitem__(self, i): return i                  # the fastai DataLoader collects indices; `collate` gathers
+    def collate(self, idxs)->tuple:
+        idx = np.asarray(idxs, dtype=np.int64); n = len(idx)
+        x0 = torch.from_numpy(np.ascontiguousarray(self.cache.images[self.rows[idx]])) if self.use_x0 else torch.zeros(n, 0)
+        z1 = self.z1[idx] if self.z1 is not None else torch.zeros(n, 0)
+        return self.ehr[idx], x0, z1, self.y[idx]
+
+def pred_dls(train:PredBatches, valid:PredBatches,
+             bs:int,                    # training batch size (`pred.batch_size`)
+             valid_bs:int|None=None,    # validation batch size (default: max(bs, 256); no gradients there)
+             num_workers:int=0, device=None, seed:int=0)->DataLoaders:
+    "fastai DataLoaders over stacked splits: shuffled (seeded) training batches, drop_last as `make_dls`; films left uint8 for `X0Prep`"
+    seed_everything(seed)
+    kw = dict(num_workers=num_workers, n_inp=3, create_item=_index)
+    trn = DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs, create_batch=train.collate, **kw)
+    val = DataLoader(valid, bs=valid_bs or max(bs, 256), shuffle=False, create_batch=valid.collate, **kw)
+    return DataLoaders(trn, val, device=device or get_device('auto'))
+
+class X0Prep(Callback):
+    "Before every batch: the uint8 films → the CNN's input (`prep_x0`), augmented while training with a generator seeded by (seed, epoch, batch)"
+    order = 1
+    def __init__(self, size:int, seed:int=0, augment:bool=True): self.size, self.seed, self.augment = size, seed, augment
+    def before_batch(self):
+        x0 = self.learn.xb[1]
+        if x0.numel() == 0 or x0.ndim != 3: return      # no films (Uni-EHR) or already prepared
+        aug = self.training and self.augment
+        g = torch.Generator().manual_seed(stable_seed(self.seed, 'x0', self.epoch, self.iter)) if aug else None
+        self.learn.xb = (self.xb[0], prep_x0(x0, self.size, g, aug), *self.xb[2:])
+
+# %% ../nbs/11_predict.ipynb #84643ca1
 class _SaveBest(SaveModelCallback):
     "SaveModelCallback that records the best epoch and restores it with weights_only=True"
     def before_fit(self): super().before_fit(); self.best_epoch = -1
@@ -299,7 +409,7 @@ class _EarlyStop(EarlyStoppingCallback):
                 raise CancelFitException()
 
 def train_predictor(model:nn.Module,        # a `FusionPredictor`
-                    dls,                    # fastai DataLoaders from `make_dls` (batch = ehr, x0, z1, y)
+                    dls,                    # DataLoaders: `pred_dls` (with `X0Prep` in cbs) or `make_dls` (batch = ehr, x0, z1, y)
                     pos_weight,             # Eq. 5 weights from the training split
                     pc:PredConfig,          # lr, weight_decay, eta_min, epochs, patience
                     path,                   # folder for the best checkpoint (`best.pth`)
@@ -323,14 +433,21 @@ def train_predictor(model:nn.Module,        # a `FusionPredictor`
                 history=hist.to_dict('list'), ckpt=str(Path(path)/'best.pth'))
     return learn, info
 
-# %% ../nbs/11_predict.ipynb #1befd767
-@torch.no_grad()
-def predict_proba(model:nn.Module, ds, bs:int=64, device=None)->np.ndarray:
-    "Sigmoid outputs for every item of a `PredDataset`, in its order: (N,) or (N, C)"
+# %% ../nbs/11_predict.ipynb #7c31cf39
+def predict_proba(model:nn.Module,
+                  data,                 # a `PredBatches` (or a `PredDataset`, stacked here)
+                  bs:int=256,           # batch size (no gradients: larger batches are cheaper)
+                  device=None)->np.ndarray:
+    "Sigmoid outputs for every sample, in the table's order, under `torch.inference_mode`: (N,) or (N, C)"
+    if isinstance(data, PredDataset): data = PredBatches(data)
     model.eval()
     device = device or next(model.parameters()).device
-    out = [torch.sigmoid(model(e.to(device), x.to(device), z.to(device)).float()).cpu()
-           for e, x, z, _ in torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=False)]
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(data), bs):
+            e, x, z, _ = data.collate(range(i, min(i + bs, len(data))))
+            x = prep_x0(x.to(device), data.size) if x.ndim == 3 and x.numel() else x.to(device)
+            out.append(torch.sigmoid(model(e.to(device), x, z.to(device)).float()).cpu())
     return torch.cat(out).numpy()
 
 PRED_COLUMNS = ('variant', 'task', 'seed', 'split', 'sample_id', 'delta', 'label', 'y', 'p')   # as 12_evaluate reads them
@@ -346,7 +463,7 @@ def long_predictions(table:pd.DataFrame, y, p, variant:str, task:str, seed:int, 
                          'y': y.ravel().astype(np.int8), 'p': p.ravel().astype(np.float64)},
                         columns=list(PRED_COLUMNS))
 
-# %% ../nbs/11_predict.ipynb #f9480c74
+# %% ../nbs/11_predict.ipynb #535f6470
 def _check_table(pred:pd.DataFrame, task:str):
     need = ['sample_id', 'dicom_id', 'delta', 'split'] + (['mortality'] if task == 'mortality' else list(PHENOTYPE_LABELS))
     miss = [c for c in need if c not in pred.columns]
@@ -366,7 +483,7 @@ def run_one(pred:pd.DataFrame, ehr:Mapping, cache:ImageCache, cfg:Config, varian
     ehr = by_sample_id(ehr, ids, 'ehr (the 48-h EHR arrays)', 'build them with ehr_tensors over the prediction windows (03_ehr)')
     z1 = z1_for(variant, {variant.z1: z1} if variant.z1 else None, ids)
     parts = {s: pred[pred.split == s] for s in SPLITS}
-    ds = {s: PredDataset(t, ehr, cache, size, task, z1=z1, train=(s == 'train'), seed=seed)
+    ds = {s: PredDataset(t, ehr, cache, size, task, z1=z1, train=False, seed=seed)   # augmentation: per batch (X0Prep)
           for s, t in parts.items()}
     dropped = {s: d.dropped for s, d in ds.items()}
     if sum(dropped.values()): log(f"  {sum(dropped.values())} samples have no cached image and are left out: {dropped}")
@@ -375,18 +492,19 @@ def run_one(pred:pd.DataFrame, ehr:Mapping, cache:ImageCache, cfg:Config, varian
                          "AUPRC (the early-stopping metric) is undefined")
     pw = pos_weights(ds['train'].y.numpy())
     z1_shape = tuple(np.asarray(z1[ds['train'].t.sample_id.iloc[0]]).shape) if variant.z1 else None
+    pb = {s: PredBatches(d, use_x0=variant.x0) for s, d in ds.items()}
     seed_everything(seed)
     model = build_predictor(variant, pc, task, z1_shape, cfg.refcode, cnn_weights, log=log)
-    dls = make_dls(ds['train'], ds['validate'], pc.batch_size, num_workers=num_workers, device=device, seed=seed, n_inp=3)
-    learn, info = train_predictor(model, dls, pw, pc, path, quiet=quiet, cbs=cbs)
-    preds = pd.concat([long_predictions(ds[s].t, ds[s].y.numpy(), predict_proba(learn.model, ds[s], pc.batch_size, device),
+    dls = pred_dls(pb['train'], pb['validate'], pc.batch_size, num_workers=num_workers, device=device, seed=seed)
+    learn, info = train_predictor(model, dls, pw, pc, path, quiet=quiet, cbs=[X0Prep(size, seed), *(cbs or [])])
+    preds = pd.concat([long_predictions(pb[s].t, pb[s].y.numpy(), predict_proba(learn.model, pb[s], device=device),
                                         variant.name, task, seed, s) for s in ('validate', 'test')], ignore_index=True)
     info.update(variant=variant.name, inputs=dict(ehr=variant.ehr, x0=variant.x0, z1=variant.z1), task=task, seed=seed,
                 pos_weight=pw.tolist(), n={s: len(d) for s, d in ds.items()}, dropped=dropped,
                 cnn=model.cnn_source, n_params=n_params(model), device=str(device))
     return preds, info, learn
 
-# %% ../nbs/11_predict.ipynb #6263ac00
+# %% ../nbs/11_predict.ipynb #7da932d4
 def default_variants(z1_sources:Mapping|None=None)->list[str]:
     "Every built-in variant whose ẑ1 is available (the Last-CXR/Uni-EHR ones always), plus every extra ẑ1 source (ablations)"
     z = dict(z1_sources or {})
@@ -396,6 +514,21 @@ def default_variants(z1_sources:Mapping|None=None)->list[str]:
 def run_key(variant:str, task:str, seed:int)->str: return f'{variant}__{task}__seed{int(seed)}'
 
 def _cfg_hash(cfg:Config)->str: return '-'.join(cfg.hash(s) for s in ('pred', 'image', 'refcode'))
+
+_WORKER = {}
+
+def _worker_init(threads:int, shared:dict):
+    "A runner worker process: its thread count and the inputs every run shares (sent once per process)"
+    torch.set_num_threads(threads)
+    _WORKER.clear(); _WORKER.update(shared)
+
+def _worker_run(job:tuple)->tuple:
+    "One (variant, task, seed) in a worker process → (key, predictions, summary, log lines)"
+    key, v, task, seed, mdir = job
+    v, w, lines = Variant(*v), _WORKER, []
+    preds, info, _ = run_one(w['pred'], w['ehr'], w['cache'], w['cfg'], v, task, seed, w['z1s'][v.name], mdir, w['device'],
+                             w['num_workers'], w['cnn_weights'], w['quiet'], log=lines.append)
+    return key, preds, info, lines
 
 def run_predictions(tables,                     # the cohort dict (uses tables['pred']) or the prediction table itself
                     ehr:Mapping,                # sample_id → (48, 79) EHR of the first 48 h
@@ -411,8 +544,10 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
                     cnn_weights='auto',         # ResNet-34 weights: 'auto' (local cache only), a file, or None
                     keep_models:bool=False,     # keep each run's best checkpoint under workdir/models/
                     quiet:bool=True,            # no progress bars or epoch tables
+                    n_jobs:int=1,               # runs trained at once in worker processes (≤ 0: one per core); 1 = here
+                    threads_per_job:int=1,      # torch threads of each worker process
                     log=print)->pd.DataFrame:
-    "Train every variant × task × seed; write per-sample validation and test predictions (long format); resumable"
+    "Train every variant × task × seed (in `n_jobs` processes); write per-sample validation and test predictions (long format); resumable"
     pred = tables['pred'] if isinstance(tables, Mapping) else tables
     z1_sources = dict(z1_sources or {})
     variants = [resolve_variant(v, z1_sources) for v in dict.fromkeys(variants or default_variants(z1_sources))]
@@ -425,7 +560,7 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
     z1s = {v.name: z1_for(v, z1_sources, ids) for v in variants}            # every missing input fails here, before training
     workdir = Path(workdir); runs = workdir/'runs'; runs.mkdir(parents=True, exist_ok=True)
     clean_tmp(workdir)
-    h, files = _cfg_hash(cfg), []
+    h, files, jobs = _cfg_hash(cfg), [], []
     for v in variants:
         for task in tasks:
             for seed in seeds:
@@ -434,17 +569,39 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
                 files.append(pq)
                 if pq.exists() and js.exists() and json.loads(js.read_text()).get('config_hash') == h:
                     log(f"[predict] {key}: done, skipped"); continue
-                log(f"[predict] {key}: training")
-                mdir = workdir/'models'/key
-                preds, info, learn = run_one(pred, ehr, cache, cfg, v, task, seed, z1s[v.name],
-                                             mdir, device, num_workers, cnn_weights, quiet, log=log)
-                info['config_hash'] = h
-                atomic_save_json(js, info)
-                with atomic_path(pq) as tmp: preds.to_parquet(tmp, index=False)
-                if not keep_models: shutil.rmtree(mdir, ignore_errors=True)
-                val = info['history']['auprc'][info['best_epoch']]
-                log(f"[predict] {key}: best epoch {info['best_epoch']} of {info['epochs_run']}, val AUPRC {val:.3f}, "
-                    f"{info['seconds']:.1f}s")
+                jobs.append((key, v, task, seed, workdir/'models'/key))
+
+    def finish(key, preds, info):                  # results are written here, in this process, as each run ends
+        info['config_hash'] = h
+        atomic_save_json(runs/f'{key}.json', info)
+        with atomic_path(runs/f'{key}.parquet') as tmp: preds.to_parquet(tmp, index=False)
+        if not keep_models: shutil.rmtree(workdir/'models'/key, ignore_errors=True)
+        val = info['history']['auprc'][info['best_epoch']]
+        log(f"[predict] {key}: best epoch {info['best_epoch']} of {info['epochs_run']}, val AUPRC {val:.3f}, "
+            f"{info['seconds']:.1f}s")
+
+    n_jobs = min(n_jobs if n_jobs > 0 else (os.cpu_count() or 1), len(jobs))
+    if n_jobs <= 1:
+        for key, v, task, seed, mdir in jobs:
+            log(f"[predict] {key}: training")
+            preds, info, _ = run_one(pred, ehr, cache, cfg, v, task, seed, z1s[v.name], mdir, device, num_workers,
+                                     cnn_weights, quiet, log=log)
+            finish(key, preds, info)
+    else:
+        shared = dict(pred=pred, ehr=ehr, cache=cache, cfg=cfg, z1s=z1s, device=device, num_workers=num_workers,
+                      cnn_weights=cnn_weights, quiet=quiet)
+        log(f"[predict] {len(jobs)} runs in {n_jobs} worker processes, {threads_per_job} thread(s) each")
+        # workers find functions by module name: use the package's (a notebook's own definitions live in __main__)
+        mod = importlib.import_module('ddl_cxr.predict')
+        ex = ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context('spawn'), initializer=mod._worker_init,
+                                 initargs=(threads_per_job, shared))
+        try:
+            futs = [ex.submit(mod._worker_run, (key, astuple(v), task, seed, mdir)) for key, v, task, seed, mdir in jobs]
+            for f in as_completed(futs):
+                key, preds, info, lines = f.result()
+                for l in lines: log(f"[predict] {key}: {l}")
+                finish(key, preds, info)
+        finally: ex.shutdown(wait=True, cancel_futures=True)   # on an error: no new runs start
     df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     with atomic_path(workdir/'predictions.parquet') as tmp: df.to_parquet(tmp, index=False)
     return df
