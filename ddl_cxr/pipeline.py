@@ -4,7 +4,7 @@
 
 # %% ../nbs/12a_pipeline.ipynb #5279d76d
 from __future__ import annotations
-import json, time, math
+import os, json, time, math
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -165,9 +165,8 @@ def predict_stage(cohort_dir, vae_dir, ldm_dir, out_dir, cfg:Config, variants=DE
     elif 'oracle_cxr' in variants:
         log("[predict] no oracle latents (real data): Oracle-CXR is left out"); variants = [v for v in variants if v != 'oracle_cxr']
     pred = t['pred'][t['pred'].dicom_id.isin(cache.row)]
-    kw = dict(n_jobs=n_jobs) if n_jobs != 1 else {}
     return predict.run_predictions(pred, t['ehr_pred'], cache, cfg, variants=list(variants), tasks=list(tasks), seeds=seeds,
-                                   z1_sources=z1_sources, workdir=out_dir, device=device, log=log, **kw)
+                                   z1_sources=z1_sources, workdir=out_dir, device=device, log=log, n_jobs=n_jobs)
 
 # %% ../nbs/12a_pipeline.ipynb #eaf8b19d
 CASE_VARIABLES = ('Heart Rate', 'Respiratory rate', 'Oxygen saturation', 'Fraction inspired oxygen', 'Temperature')
@@ -239,9 +238,10 @@ def _csv_path(folder:Path, name:str)->Path:
     return folder/name if (folder/name).exists() else folder/(name + '.gz')
 
 def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=DEMO_VARIANTS, seeds=None,
-                    device='auto', n_jobs:int=1, n_workers:int=0, progress:bool=True, log=print)->list:
-    "The stages as (name, fn, config, inputs, outputs) for `run_stage`"
+                    device='auto', n_jobs:int|None=None, n_workers:int=0, progress:bool=True, log=print)->list:
+    "The stages as (name, fn, config, inputs, outputs) for `run_stage`; `n_jobs` predictor runs in parallel (default: CPU cores on CPU)"
     p = layout(workdir)
+    if n_jobs is None: n_jobs = 1 if get_device(device).type == 'cuda' else min(os.cpu_count() or 1, 4)
     synthetic = mimic_dir is None
     mimic_dir = Path(mimic_dir) if mimic_dir else p['mimic']
     cxr_dir = Path(cxr_dir) if cxr_dir else p['cxr']
