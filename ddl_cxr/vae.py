@@ -19,6 +19,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.optimizer import Adam
+from .cohort import load_film
 from .core import (Config, get_config, CHEXPERT_LABELS, seed_everything, atomic_path, atomic_torch_save,
                           get_device)
 
@@ -29,7 +30,7 @@ __all__ = ['LOGVAR_RANGE', 'PERCEPTUAL_KINDS', 'CKPT_FORMAT', 'ResnetBlock', 'At
            'make_perceptual', 'adaptive_weight', 'recon_per_pixel', 'label_loss', 'hinge_d_loss', 'generator_loss',
            'phantom_films', 'films_to_input', 'phantom_dls', 'VAEGAN', 'VAEGANLoss', 'VAEGANCallback', 'label_auroc',
            'LabelAUROC', 'rec_loss_metric', 'save_vae', 'load_vae_checkpoint', 'load_vae', 'SaveVAECallback',
-           'train_vae', 'plot_vae_curves', 'encode_latents', 'load_latents', 'recon_grid', 'load_film']
+           'train_vae', 'plot_vae_curves', 'encode_latents', 'load_latents', 'recon_grid', 'film_input']
 
 # %% ../nbs/06_vae.ipynb #b70945ff
 def _norm(c:int)->nn.GroupNorm:
@@ -646,8 +647,6 @@ def recon_grid(vae:KLAutoencoder, x:torch.Tensor, n:int=6, title:str='', figsize
     fig.suptitle(title or 'input (top) | reconstruction (bottom)', fontsize=8); plt.tight_layout()
     return fig
 
-def load_film(path, size:int)->torch.Tensor:
-    "A greyscale film from disk → (3,size,size) float in [-1,1] (bilinear resize of the whole film)"
-    from PIL import Image
-    with Image.open(path) as im: im = im.convert('L').resize((size, size), Image.BILINEAR)
-    return films_to_input(np.asarray(im)[None])[0]
+def film_input(path, size:int)->torch.Tensor:
+    "A film from disk, loaded as the cohort's image cache does (`cohort.load_film`) → (3,size,size) float in [-1,1]"
+    return films_to_input(load_film(path, size)[None])[0]
