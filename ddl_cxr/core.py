@@ -69,6 +69,7 @@ def skip_msg(*parts:str)->str:
 @dataclass
 class RefCode:
     "Switches that reproduce the reference implementation's behaviour (METHOD.md §7–8); all False = ours"
+    extraction_quirks: bool = False         # §1.1/§12.4: FiO2 and °F heuristics as the reference; no outlier removal
     discretizer_skip_bug: bool = False      # B1: drop events with t < first_time + eps in relative windows
     gen_window_min12: bool = False          # §1.5/§7-21: generation window [36,48] when δ < 12 (starts before the CXR)
     encoder_batchnorm: bool = False         # §3: BatchNorm post-norm in the EHR Transformer (stats include padding)
@@ -310,7 +311,7 @@ def _profile_overrides(profile:str)->dict:
         pred=dict(d_model=16, dim_ff=32, n_heads=2, batch_size=8, epochs=2, patience=2, lr=1e-3, seeds=(0, 1),
                   cnn='resnet_small', head_hidden=16, patch_dim=16),
         eval=dict(n_bootstrap=20),
-        synth=dict(n_stays=40, image_size=64))
+        synth=dict(n_stays=260, image_size=64))   # enough stays for both classes in every split
     raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
 
 def _merge(d:dict, o:dict):

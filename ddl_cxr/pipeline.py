@@ -14,8 +14,8 @@ from . import mimic, ehr as ehrmod, cohort as co, data, vae as vaemod, ldm as ld
 
 # %% auto #0
 __all__ = ['DEMO_VARIANTS', 'LDM_ABLATIONS', 'FULL_VARIANTS', 'CASE_VARIABLES', 'layout', 'prepare_cohort', 'load_cohort',
-           'cohort_outputs', 'train_vae_stage', 'encode_oracle', 'train_ldm_stage', 'predict_stage', 'ehr_trajectory',
-           'evaluate_stage', 'pipeline_stages', 'run_pipeline']
+           'cohort_outputs', 'train_vae_stage', 'encode_oracle', 'train_ldm_stage', 'predict_stage', 'oracle_figure',
+           'ehr_trajectory', 'evaluate_stage', 'pipeline_stages', 'run_pipeline']
 
 # %% ../nbs/12a_pipeline.ipynb #9f60397c
 def layout(workdir)->dict:
@@ -169,6 +169,31 @@ def predict_stage(cohort_dir, vae_dir, ldm_dir, out_dir, cfg:Config, variants=DE
                                    z1_sources=z1_sources, workdir=out_dir, device=device, log=log, n_jobs=n_jobs)
 
 # %% ../nbs/12a_pipeline.ipynb #eaf8b19d
+def oracle_figure(workdir, cfg:Config, n:int=4, split:str='test', device='cpu'):
+    "Last film | decoded ẑ1 | decoded oracle latent at 48 h, for `n` synthetic stays of `split`"
+    import matplotlib.pyplot as plt
+    p = layout(workdir)
+    pred = pd.read_parquet(p['cohort']/'pred.parquet')
+    ids, om, _ = vaemod.load_latents(p['vae']/'oracle_latents.npz'); om = dict(zip([int(i) for i in ids], om))
+    z1 = ldmmod.load_z1(p['ldm']/'z1.npz')
+    rows = pred[(pred.split == split) & pred.sample_id.isin(om) & pred.sample_id.astype(str).isin(z1)].head(n)
+    if rows.empty: raise ValueError(f"no {split} stay has both ẑ1 and an oracle latent")
+    cache = co.ImageCache(p['images'], cfg.image.load_size)
+    vae = vaemod.load_vae(p['vae']/'vae.pth', device=device).eval()
+    with torch.no_grad():
+        gen = vae.decode(torch.stack([torch.as_tensor(z1[str(i)]) for i in rows.sample_id]).to(device)).clamp(-1, 1).cpu()
+        orc = vae.decode(torch.stack([om[int(i)] for i in rows.sample_id]).to(device)).clamp(-1, 1).cpu()
+    fig, axs = plt.subplots(len(rows), 3, figsize=(4.5, 1.5 * len(rows)), squeeze=False)
+    for r, (row, g, o) in enumerate(zip(rows.itertuples(), gen, orc)):
+        last = data.crop(np.asarray(cache[row.dicom_id]), cfg.image.size)
+        for c, (im, title) in enumerate(((last / 255, f'last film, δ={row.delta:.0f} h'), ((g[0] + 1) / 2, 'generated at 48 h'),
+                                         ((o[0] + 1) / 2, 'oracle at 48 h'))):
+            axs[r, c].imshow(np.asarray(im), cmap='gray', vmin=0, vmax=1); axs[r, c].axis('off')
+            axs[r, c].set_title(title, fontsize=6)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/12a_pipeline.ipynb #a979805a
 CASE_VARIABLES = ('Heart Rate', 'Respiratory rate', 'Oxygen saturation', 'Fraction inspired oxygen', 'Temperature')
 
 def ehr_trajectory(events:pd.DataFrame, stay_id:int, t0:float, t1:float, variables=CASE_VARIABLES)->pd.DataFrame:
@@ -218,6 +243,8 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
                 orc = np.stack([om[int(i)] for i in pt.sample_id]); zh = np.stack([z1[str(i)] for i in pt.sample_id])
                 tables['Generation at the prediction time against the true (oracle) film at 48 h, test samples (synthetic only)'] = \
                     evaluate.generation_table({'Last-CXR (x0) vs oracle@48h': (z0, orc), 'DDL-CXR vs oracle@48h': (zh, orc)}, paper=False)
+                figures['Last film | generated at 48 h | oracle at 48 h (synthetic test stays)'] = oracle_figure(
+                    Path(cohort_dir).parent, cfg, n=n_cases, device=dev)
         events = pd.read_parquet(Path(extract_dir)/'events.parquet') if extract_dir else None
         for j in range(min(n_cases, len(test))):
             r = test.iloc[j]
@@ -229,7 +256,7 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
     log(f"[evaluate] report: {path}")
     return path
 
-# %% ../nbs/12a_pipeline.ipynb #a979805a
+# %% ../nbs/12a_pipeline.ipynb #0e56b5f1
 def _sections(cfg:Config, *names)->dict:
     d = cfg.to_dict(); return {'seed': d['seed'], 'refcode': d['refcode'], **{n: d[n] for n in names}}
 
@@ -260,7 +287,7 @@ def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=
         stages.append(('synthetic', lambda: write_synthetic_cohort(p['raw'], cfg.synth.n_stays, cfg.synth.seed, cfg.synth.image_size),
                        _sections(cfg, 'synth'), {}, {'raw': p['raw']}))
     stages += [
-        ('extract', lambda: mimic.extract(mimic_dir, p['extract'], log=log), _sections(cfg, 'ehr'),
+        ('extract', lambda: mimic.extract(mimic_dir, p['extract'], log=log, refcode=cfg.refcode), _sections(cfg, 'ehr'),
          {'mimic': mimic_dir}, ext),
         ('cohort', lambda: prepare_cohort(p['extract'], cxr_dir, p['cohort'], cfg, n_workers, log=log),
          _sections(cfg, 'cohort', 'ehr', 'image'), {**ext, 'meta': _csv_path(cxr_dir, co.CXR_META), 'chexpert': _csv_path(cxr_dir, co.CXR_CHEXPERT)},
