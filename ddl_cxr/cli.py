@@ -11,8 +11,7 @@ from .core import *
 from . import __version__
 
 # %% auto #0
-__all__ = ['train_vae', 'train_ldm', 'train_pred', 'evaluate', 'COMMANDS', 'torch_threads', 'demo', 'synth', 'prepare', 'test',
-           'readme', 'main']
+__all__ = ['train_vae', 'train_ldm', 'train_pred', 'evaluate', 'COMMANDS', 'demo', 'synth', 'prepare', 'test', 'readme', 'main']
 
 # %% ../nbs/13_cli.ipynb #d711c5c4
 def _seeds(seeds:str|None)->tuple|None:
@@ -45,9 +44,9 @@ def _run(workdir, cfg, only, force, device, full=False, **kw)->int:
     src = _sources(workdir)
     variants = FULL_VARIANTS if full else DEMO_VARIANTS
     if src['mimic'] is not None: variants = tuple(v for v in variants if v != 'oracle_cxr')
-    seed_everything(cfg.seed); set_threads()
+    seed_everything(cfg.seed); n_threads = set_threads()
     print(f"ddl_cxr {__version__}: profile {cfg.profile}, work directory {Path(workdir).resolve()}, "
-          f"device {get_device(device)}, {torch_threads()} thread(s)")
+          f"device {get_device(device)}, {n_threads} thread(s)")
     t = run_pipeline(workdir, cfg, only=only, force=force, mimic_dir=src['mimic'], cxr_dir=src['cxr'],
                      variants=variants, device=device, **kw)
     print('stage times (s): ' + ', '.join(f"{k} {v}" for k, v in t.items() if k not in ('total', 'peak_mb')))
@@ -55,9 +54,6 @@ def _run(workdir, cfg, only, force, device, full=False, **kw)->int:
     rep = Path(workdir)/'report'/'report.md'
     if rep.exists(): print(f"report: {rep.resolve()}")
     return 0
-
-def torch_threads()->int:
-    import torch; return torch.get_num_threads()
 
 # %% ../nbs/13_cli.ipynb #58da8c83
 @call_parse

@@ -50,11 +50,12 @@ def prepare_cohort(extract_dir, cxr_dir, out_dir, cfg:Config, n_workers:int=0, l
     w_gen = ehrmod.make_windows(pred.sample_id, pred.stay_id, 'gen', rc, last_cxr_hours=pred.hours, pred_hours=cfg.cohort.pred_hours)
     w_pred = ehrmod.make_windows(pred.sample_id, pred.stay_id, 'pred', rc, pred_hours=cfg.cohort.pred_hours)
     kw = dict(refcode=rc, ehr=cfg.ehr)
-    norm_dm = ehrmod.fit_normalizer(events, w_ldm, stays, pairs.sample_id[pairs.split == 'train'], **kw)
-    norm_pred = ehrmod.fit_normalizer(events, w_pred, stays, pred.sample_id[pred.split == 'train'], **kw)
-    ehrmod.ehr_tensors(events, w_ldm, stays, norm_dm, out_path=out/'ehr_ldm.npz', **kw)
-    ehrmod.ehr_tensors(events, w_gen, stays, norm_dm, out_path=out/'ehr_gen.npz', **kw)
-    ehrmod.ehr_tensors(events, w_pred, stays, norm_pred, out_path=out/'ehr_pred.npz', **kw)
+    raw = {k: ehrmod.ehr_tensors(events, w, stays, **kw) for k, w in (('ldm', w_ldm), ('gen', w_gen), ('pred', w_pred))}
+    fit = lambda arrays, ids: ehrmod.Normalizer().fit(arrays[i] for i in ids)       # training split only
+    norm_dm = fit(raw['ldm'], pairs.sample_id[pairs.split == 'train'])
+    norm_pred = fit(raw['pred'], pred.sample_id[pred.split == 'train'])
+    for k, norm in (('ldm', norm_dm), ('gen', norm_dm), ('pred', norm_pred)):
+        ehrmod.save_tensors(out/f'ehr_{k}.npz', {i: norm.transform(x) for i, x in raw[k].items()})
     for name, t in (('pred', pred), ('pairs', pairs), ('vae', vae), ('films', C['films'])): _save_parquet(t, out/f'{name}.parquet')
     S = co.cohort_summary(C)
     atomic_save_json(out/'summary.json', {k: (v.to_dict() if hasattr(v, 'to_dict') else v) for k, v in S.items()})
