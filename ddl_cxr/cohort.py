@@ -15,9 +15,9 @@ from .core import *
 
 # %% auto #0
 __all__ = ['CXR_META', 'CXR_CHEXPERT', 'SPLITS', 'study_datetime', 'read_cxr_metadata', 'chexpert_binary', 'read_chexpert',
-           'ap_studies', 'link_films', 'prediction_samples', 'event_bins', 'ldm_pairs', 'split_subjects', 'vae_images',
-           'build_cohort', 'tiny_cohort_tables', 'delta_bin', 'cohort_summary', 'to_grey8', 'load_film', 'fit_square',
-           'film_path', 'build_image_cache', 'cache_paths', 'ImageCache']
+           'ap_studies', 'link_films', 'prediction_samples', 'event_bins', 'event_hours', 'ldm_pairs', 'split_subjects',
+           'vae_images', 'build_cohort', 'tiny_cohort_tables', 'delta_bin', 'cohort_summary', 'to_grey8', 'load_film',
+           'fit_square', 'film_path', 'build_image_cache', 'cache_paths', 'ImageCache']
 
 # %% ../nbs/04_cohort.ipynb #374b35b4
 CXR_META = 'mimic-cxr-2.0.0-metadata.csv'
@@ -101,11 +101,22 @@ def event_bins(events:pd.DataFrame, stay_id:int, t0:float, t1:float)->int:
     h = h[(h > t0) & (h <= t1)]
     return int(np.unique(np.floor(h - t0)).size)
 
-def ldm_pairs(films:pd.DataFrame, events:pd.DataFrame, labels:pd.DataFrame,
+def event_hours(events, stay_ids)->dict:
+    """Sorted event hours per stay, for `stay_ids` only. `events` is the long table or the path of the extraction's
+    events.parquet, of which only two columns of those stays are read (on all of MIMIC-IV the table does not fit)"""
+    keep = sorted({int(s) for s in stay_ids})
+    if isinstance(events, (str, Path)):
+        ev = pd.read_parquet(events, columns=['stay_id', 'hours'], filters=[('stay_id', 'in', keep)] if keep else None)
+    else:
+        _require(events, ['stay_id', 'hours'], 'events table'); ev = events[['stay_id', 'hours']]
+    ev = ev[ev.stay_id.isin(keep)]
+    return {int(k): np.sort(g.hours.to_numpy(dtype=float)) for k, g in ev.groupby('stay_id')}
+
+def ldm_pairs(films:pd.DataFrame, events, labels:pd.DataFrame,
               cfg:CohortConfig=CohortConfig())->tuple[pd.DataFrame, dict]:
-    "All film pairs of a stay > min_gap h apart with ≥ min_bins EHR bins between; CheXpert of x0 and x1 attached"
-    _require(events, ['stay_id', 'hours'], 'events table')
-    ev = {k: np.sort(g.hours.values) for k, g in events[['stay_id', 'hours']].groupby('stay_id')}
+    """All film pairs of a stay > min_gap h apart with ≥ min_bins EHR bins between; CheXpert of x0 and x1 attached.
+    `events`: the long events table or the path of events.parquet (only the films' stays are read)"""
+    ev = event_hours(events, films.stay_id.unique())
     rows, funnel = [], {'pairs': 0, f'gap > {cfg.pair_min_gap:g} h': 0, f'≥ {cfg.pair_min_ehr_bins} EHR bins': 0}
     for stay, g in films.groupby('stay_id', sort=True):
         g = g.sort_values('hours')
@@ -156,8 +167,8 @@ def vae_images(meta:pd.DataFrame, labels:pd.DataFrame, split:pd.Series, view:str
 
 # %% ../nbs/04_cohort.ipynb #03bdfb63
 def build_cohort(stays:pd.DataFrame, phenotypes:pd.DataFrame, meta:pd.DataFrame, chexpert:pd.DataFrame,
-                 events:pd.DataFrame, cfg:CohortConfig=CohortConfig())->dict:
-    "pred, pairs, vae tables (each with a `split` column) and the funnel"
+                 events, cfg:CohortConfig=CohortConfig())->dict:
+    "pred, pairs, vae tables (each with a `split` column) and the funnel; `events`: a table or events.parquet's path"
     labels = chexpert if set(CHEXPERT_LABELS) <= set(chexpert.columns) and chexpert[list(CHEXPERT_LABELS)].isin([0, 1]).all().all() \
         else chexpert_binary(chexpert)
     studies = ap_studies(meta, cfg.view)

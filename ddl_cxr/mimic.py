@@ -4,7 +4,8 @@
 
 # %% ../nbs/02_mimic.ipynb #ed8737b9
 from __future__ import annotations
-import os, re, json, time, math, tempfile, shutil
+import os, re, json, time, math, tempfile, shutil, csv, gzip
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -13,10 +14,10 @@ import yaml
 from .core import PHENOTYPE_LABELS, resource_path, atomic_path, atomic_save_json
 
 # %% auto #0
-__all__ = ['TABLE_DIRS', 'STAY_COLUMNS', 'N_VARIABLES', 'EVENT_TIME', 'REQUIRED_EVENT_TABLES', 'EVENT_TYPES', 'FATES',
-           'find_table', 'table_columns', 'read_table', 'write_tiny_mimic', 'extract_stays', 'load_ccs_definitions',
-           'phenotype_labels', 'load_item_map', 'all_item_ids', 'load_ranges', 'discretizer_channels', 'extract_events',
-           'write_synthetic_mimic', 'extract', 'load_extract']
+__all__ = ['TABLE_DIRS', 'MIMIC_DIALECT', 'STAY_COLUMNS', 'N_VARIABLES', 'EVENT_TIME', 'REQUIRED_EVENT_TABLES', 'EVENT_TYPES',
+           'FATES', 'find_table', 'table_columns', 'read_table', 'write_tiny_mimic', 'extract_stays',
+           'load_ccs_definitions', 'phenotype_labels', 'load_item_map', 'all_item_ids', 'load_ranges',
+           'discretizer_channels', 'extract_events', 'write_synthetic_mimic', 'extract', 'load_extract']
 
 # %% ../nbs/02_mimic.ipynb #b5b3f42c
 TABLE_DIRS = {'patients': ('hosp', 'core'), 'admissions': ('hosp', 'core'), 'transfers': ('hosp', 'core'),
@@ -49,12 +50,33 @@ def _con(threads:int|None=None, memory_limit:str|None=None)->duckdb.DuckDBPyConn
 
 def _q(path)->str: return "'" + str(path).replace("'", "''") + "'"
 
-def _csv(path)->str:
-    "A DuckDB CSV scan of `path` with every column as text (parsing and its errors are ours)"
-    return f"read_csv({_q(path)}, header=true, all_varchar=true, auto_detect=true)"
+MIMIC_DIALECT = "delim=',', quote='\"', escape='\"'"
+
+def _header(path)->list[str]|None:
+    "The header line of a (gzipped) CSV read directly; None when it is not a clean, unique list of names"
+    try:
+        with (gzip.open if str(path).endswith('.gz') else open)(path, 'rt', encoding='utf-8-sig', newline='') as f:
+            head = next(csv.reader(f))
+    except (OSError, UnicodeDecodeError, StopIteration, csv.Error, EOFError): return None
+    return head if head and all(head) and len(set(head)) == len(head) else None
+
+def _csv(path, types:dict|None=None)->str:
+    """A DuckDB CSV scan of `path`, every column text unless `types` names it. MIMIC's dialect and every column's type
+    are given, so DuckDB's sniffer only estimates the row count (which the join planner needs); a file whose header
+    does not read cleanly gets the full sniffer"""
+    types = types or {}
+    head = _header(path)
+    if head is None:
+        spec = ', '.join(f"{_q(k)}: '{v}'" for k, v in types.items())
+        return (f"read_csv({_q(path)}, header=true, auto_detect=true, types={{{spec}}})" if types else
+                f"read_csv({_q(path)}, header=true, all_varchar=true, auto_detect=true)")
+    spec = ', '.join(f"{_q(c)}: '{types.get(c, 'VARCHAR')}'" for c in head)
+    return f"read_csv({_q(path)}, header=true, auto_detect=true, {MIMIC_DIALECT}, types={{{spec}}})"
 
 def table_columns(path, con=None)->list[str]:
     "The header of a MIMIC CSV table"
+    head = _header(path)
+    if head is not None: return head
     con = con or _con(1)
     try: return [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {_csv(path)}").fetchall()]
     except duckdb.Error as e: raise ValueError(f"cannot read {path} as CSV: {e}") from None
@@ -324,16 +346,12 @@ def _clean_sql(ref_cleaning:bool=False)->str:
 EVENT_TIME = {'procedureevents': 'starttime', 'inputevents': 'starttime'}
 REQUIRED_EVENT_TABLES = ('chartevents', 'labevents')
 
-EVENT_TYPES = dict(subject_id='BIGINT', hadm_id='BIGINT', stay_id='BIGINT', itemid='BIGINT', charttime='TIMESTAMP',
-                   starttime='TIMESTAMP')
+# ids are parsed in the scan; times stay text until the item filter has thrown most rows away (cheaper)
+EVENT_TYPES = dict(subject_id='BIGINT', hadm_id='BIGINT', stay_id='BIGINT', itemid='BIGINT')
 
 def _csv_typed(path, cm:dict, con)->str:
-    "A DuckDB CSV scan with the id/time columns typed (fast path) and every other column as text"
-    types = {c: 'VARCHAR' for c in table_columns(path, con)}
-    for k, v in cm.items():
-        if k in EVENT_TYPES: types[v] = EVENT_TYPES[k]
-    spec = ', '.join(f"{_q(k)}: '{v}'" for k, v in types.items())
-    return f"read_csv({_q(path)}, header=true, auto_detect=true, types={{{spec}}})"
+    "A DuckDB CSV scan with the id columns typed (fast path) and every other column as text"
+    return _csv(path, {v: EVENT_TYPES[k] for k, v in cm.items() if k in EVENT_TYPES})
 
 def _scan_sql(con, path, table, itemids, typed:bool=True)->str:
     "SELECT of the needed columns of the rows of `itemids`, straight from the CSV (the filter is pushed into the scan)"
@@ -409,7 +427,7 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
                    tables=None,                  # event tables to read (default: those the item map names)
                    apply_ranges:bool=True,       # drop values outside the outlier bounds (reference: False)
                    ref_cleaning:bool=False,      # reproduce the FiO2 / temperature quirks of clean_events
-                   count_items:bool=True,        # a second, cheap pass counting the rows of every item id
+                   count_items:bool=True,        # a second pass, beside the scan, counting the rows of every item id
                    threads:int|None=None, memory_limit:str|None=None, tmpdir=None, item_map=None,
                    log=None)->dict:
     "Stream the 17 variables out of the event tables into one long parquet (stay_id, hours, variable, value)"
@@ -421,18 +439,19 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
     con = _con(threads, memory_limit)
     tmp = Path(tempfile.mkdtemp(prefix='ddl_events_', dir=tmpdir))
     con.execute(f"SET temp_directory={_q(tmp)}")       # DuckDB spills here beyond memory_limit
+    pool = ThreadPoolExecutor(1)                     # the counting pass runs beside the main scan
     try:
-        reports, parts, timing = [], [], {}
+        reports, parts, timing, counting = [], [], {}, {}
+        def count(tb, path, cur):
+            t1 = time.time(); ic = _count_items(cur, path); timing[f'count_{tb}'] = round(time.time() - t1, 3)
+            return ic
         for tb in tables:
             path = find_table(mimic_dir, tb, required=tb in REQUIRED_EVENT_TABLES)
             if path is None: reports.append({'table': tb, 'absent': True}); continue
             ids = imap.itemid[imap.linksto == tb]
             if len(ids) == 0: reports.append({'table': tb, 'no_items': True}); continue
             r = {'table': tb, 'path': str(path)}
-            if count_items:
-                t1 = time.time(); r['item_counts'] = _count_items(con, path)
-                r['rows_scanned'] = int(sum(r['item_counts'].values())); timing[f'count_{tb}'] = round(time.time() - t1, 3)
-                if log: log(f"[events] counted {tb}: {r['rows_scanned']} rows in {timing[f'count_{tb}']} s")
+            if count_items: counting[tb] = pool.submit(count, tb, path, con.cursor())
             reports.append(r); parts.append((tb, path, ids))
         # small lookup tables (variables as channel ids; names come back at the end)
         names = cfg['id_to_channel'][:N_VARIABLES]
@@ -468,8 +487,9 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
         timing['scan_clean'] = round(time.time() - t1, 3)
         known = all_item_ids(item_map)
         for r in reports:
-            ic = r.pop('item_counts', None)
-            if ic is None: continue
+            if r['table'] not in counting: continue
+            ic = counting[r['table']].result(); r['rows_scanned'] = int(sum(ic.values()))
+            if log: log(f"[events] counted {r['table']}: {r['rows_scanned']} rows in {timing[f'count_' + r['table']]} s")
             mine = set(map(str, imap.itemid[imap.linksto == r['table']]))
             r['rows_item_used'] = sum(n for k, n in ic.items() if k in mine)
             r['rows_item_not_in_map'] = sum(n for k, n in ic.items() if not (k.isdigit() and int(k) in known))
@@ -514,12 +534,13 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
         report['rows_kept_scan'] = int(sum(report['fates'].values()))
         return report
     finally:
-        con.close(); shutil.rmtree(tmp, ignore_errors=True)
+        pool.shutdown(wait=True, cancel_futures=True); con.close(); shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/02_mimic.ipynb #dfa8578b
 def write_synthetic_mimic(root, n_rows:int, rows_per_subject:int=6000, gz:bool=False, threads:int|None=None)->Path:
     """A synthetic MIMIC-IV 2.2 layout (hosp/{patients,admissions,labevents}, icu/{icustays,chartevents}) with `n_rows`
-    chartevents rows: real item ids, ~45 % on the 17 variables' items, one ICU stay per subject, ~6 000 rows per subject"""
+    chartevents rows: real item ids, ~45 % on the 17 variables' items, one ICU stay per subject, ~6 000 rows per subject,
+    grouped by subject"""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True); (root/'hosp').mkdir(exist_ok=True); (root/'icu').mkdir(exist_ok=True)
     S = max(n_rows // rows_per_subject, 1)
@@ -541,9 +562,13 @@ def write_synthetic_mimic(root, n_rows:int, rows_per_subject:int=6000, gz:bool=F
         50931 AS itemid, NULL AS order_provider_id, TIMESTAMP '2150-01-01' + to_hours(s % 1000 + 5) AS charttime,
         NULL AS storetime, '120' AS value, 120 AS valuenum, 'mg/dL' AS valueuom
         FROM range({S}) t(s)) TO {_q(f'{root}/hosp/labevents{ext}')} {opt}""")
-    con.execute(f"""COPY (SELECT 10000000 + (i % {S}) AS subject_id, 20000000 + (i % {S}) AS hadm_id,
-        30000000 + (i % {S}) AS stay_id, NULL AS caregiver_id,
-        TIMESTAMP '2150-01-01' + to_hours((i % {S}) % 1000 + 2) + to_seconds((i // {S}) * 50) AS charttime, NULL AS storetime,
+    # rows grouped by subject, as in MIMIC-IV's chartevents (the reference's row-by-row split relies on it)
+    con.execute("SET preserve_insertion_order=true")
+    sub = f"least(i // {rows_per_subject}, {S - 1})"
+    con.execute(f"""COPY (SELECT 10000000 + {sub} AS subject_id, 20000000 + {sub} AS hadm_id,
+        30000000 + {sub} AS stay_id, 10000 + i % 9000 AS caregiver_id,
+        TIMESTAMP '2150-01-01' + to_hours({sub} % 1000 + 2) + to_seconds((i % {rows_per_subject}) * 50) AS charttime,
+        TIMESTAMP '2150-01-01' + to_hours({sub} % 1000 + 2) + to_seconds((i % {rows_per_subject}) * 50 + 600 + i % 900) AS storetime,
         CASE i % 20 WHEN 0 THEN 220045 WHEN 1 THEN 220045 WHEN 2 THEN 220179 WHEN 3 THEN 220180 WHEN 4 THEN 220181
              WHEN 5 THEN 220210 WHEN 6 THEN 220277 WHEN 7 THEN 223761 WHEN 8 THEN 220739 ELSE 227000 + i % 331 END AS itemid,
         CASE WHEN i % 20 = 8 THEN (CASE WHEN i % 3 = 0 THEN 'To Speech' ELSE 'Spontaneously' END)
