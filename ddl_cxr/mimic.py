@@ -14,8 +14,8 @@ import yaml
 from .core import PHENOTYPE_LABELS, resource_path, atomic_path, atomic_save_json
 
 # %% auto #0
-__all__ = ['TABLE_DIRS', 'MIMIC_DIALECT', 'STAY_COLUMNS', 'N_VARIABLES', 'EVENT_TIME', 'REQUIRED_EVENT_TABLES', 'EVENT_TYPES',
-           'FATES', 'find_table', 'table_columns', 'read_table', 'write_tiny_mimic', 'extract_stays',
+__all__ = ['TABLE_DIRS', 'MIMIC_DIALECT', 'STAY_COLUMNS', 'N_VARIABLES', 'EVENT_TIME', 'REQUIRED_EVENT_TABLES', 'SCAN_ERRORS',
+           'EVENT_TYPES', 'FATES', 'find_table', 'table_columns', 'read_table', 'write_tiny_mimic', 'extract_stays',
            'load_ccs_definitions', 'phenotype_labels', 'load_item_map', 'all_item_ids', 'load_ranges',
            'discretizer_channels', 'extract_events', 'write_synthetic_mimic', 'extract', 'load_extract']
 
@@ -346,6 +346,10 @@ def _clean_sql(ref_cleaning:bool=False)->str:
 EVENT_TIME = {'procedureevents': 'starttime', 'inputevents': 'starttime'}
 REQUIRED_EVENT_TABLES = ('chartevents', 'labevents')
 
+# what sends a table from the typed scan to the text scan: a value that does not parse, a malformed CSV row.
+# Anything else (out of memory, a missing file) is raised, not retried.
+SCAN_ERRORS = (duckdb.ConversionException, duckdb.InvalidInputException)
+
 # ids are parsed in the scan; times stay text until the item filter has thrown most rows away (cheaper)
 EVENT_TYPES = dict(subject_id='BIGINT', hadm_id='BIGINT', stay_id='BIGINT', itemid='BIGINT')
 
@@ -368,12 +372,12 @@ def _scan_sql(con, path, table, itemids, typed:bool=True)->str:
         FROM {src} WHERE {item} IN ({ids})"""
 
 def _count_items(con, path, typed:bool=True)->dict:
-    "Rows per item id of an event table (the cheap second pass); falls back to a text scan on a bad item id"
+    "Rows per item id of an event table (the counting pass); falls back to a text scan on a bad item id"
     cm = _colmap(path, ['itemid'], con=con)
     if typed:
         try: return {str(k): int(n) for k, n in con.execute(
                 f'SELECT "{cm["itemid"]}", count(*) FROM {_csv_typed(path, cm, con)} GROUP BY 1').fetchall()}
-        except duckdb.Error: pass
+        except SCAN_ERRORS: pass
     return {str(k): int(n) for k, n in con.execute(
         f'SELECT trim("{cm["itemid"]}"), count(*) FROM {_csv(path)} GROUP BY 1').fetchall()}
 
@@ -428,7 +432,9 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
                    apply_ranges:bool=True,       # drop values outside the outlier bounds (reference: False)
                    ref_cleaning:bool=False,      # reproduce the FiO2 / temperature quirks of clean_events
                    count_items:bool=True,        # a second pass, beside the scan, counting the rows of every item id
-                   threads:int|None=None, memory_limit:str|None=None, tmpdir=None, item_map=None,
+                   threads:int|None=None,        # DuckDB threads (default: the project's thread policy)
+                   memory_limit:str|None=None,   # DuckDB's limit; beyond it DuckDB spills to `tmpdir`
+                   tmpdir=None, item_map=None,
                    log=None)->dict:
     "Stream the 17 variables out of the event tables into one long parquet (stay_id, hours, variable, value)"
     t0 = time.time()
@@ -478,7 +484,7 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
                 con.execute(f"CREATE OR REPLACE TEMP VIEW ev AS {_scan_sql(con, path, tb, ids, True)}")
                 con.execute(f"{'INSERT INTO fated' if tb != parts[0][0] else 'CREATE TEMP TABLE fated AS'} {fsql}")
                 r['scan'] = 'typed'
-            except duckdb.Error as e:
+            except SCAN_ERRORS as e:
                 con.execute(f"CREATE OR REPLACE TEMP VIEW ev AS {_scan_sql(con, path, tb, ids, False)}")
                 con.execute(f"{'INSERT INTO fated' if tb != parts[0][0] else 'CREATE OR REPLACE TEMP TABLE fated AS'} {fsql}")
                 r['scan'] = 'text'; r['scan_fallback_reason'] = str(e).splitlines()[0][:200]
@@ -518,9 +524,11 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
         con.execute("DROP VIEW asg"); con.execute("DROP TABLE fated")
         timing['assign_dedup'] = round(time.time() - t1, 3); t1 = time.time()
         with atomic_path(out_path) as tmpf:
-            con.execute(f"""COPY (SELECT f.stay_id::BIGINT AS stay_id, f.hours::DOUBLE AS hours, c.variable,
-                                  coalesce(CAST(f.v AS VARCHAR), f.cval) AS value
-                                  FROM final f JOIN chans c USING (vid) ORDER BY f.stay_id, f.hours, f.vid)
+            # sort the narrow rows first; names and value text are made after the sort (cheaper to move)
+            names_sql = '[' + ', '.join(_q(n) for n in names) + ']'
+            con.execute(f"""COPY (SELECT stay_id::BIGINT AS stay_id, hours::DOUBLE AS hours, {names_sql}[vid + 1] AS variable,
+                                  coalesce(CAST(v AS VARCHAR), cval) AS value
+                                  FROM (SELECT stay_id, hours, vid, v, cval FROM final ORDER BY stay_id, hours, vid))
                             TO {_q(tmpf)} (FORMAT parquet)""")
         timing['write'] = round(time.time() - t1, 3)
         report = dict(tables=reports,
@@ -533,6 +541,9 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
                       seconds=round(time.time() - t0, 3))
         report['rows_kept_scan'] = int(sum(report['fates'].values()))
         return report
+    except duckdb.OutOfMemoryException as e:
+        raise MemoryError(f"extract_events: DuckDB ran out of memory (memory_limit={memory_limit!r}, threads={threads}); "
+                          f"raise memory_limit or lower threads. DuckDB said: {str(e).splitlines()[0]}") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True); con.close(); shutil.rmtree(tmp, ignore_errors=True)
 
