@@ -390,7 +390,7 @@ def _fate_sql(apply_ranges:bool, ref_cleaning:bool)->str:
                 " AND TRY_CAST(value0 AS DOUBLE) IS NULL AND TRY_CAST(vnum AS DOUBLE) IS NOT NULL)")
     return f"""
     WITH raw AS (
-      SELECT m.vid, m.label, m.categorical, TRY_CAST(e.subject_id AS BIGINT) AS sid,
+      SELECT m.vid::UTINYINT AS vid, m.label, m.categorical, TRY_CAST(e.subject_id AS BIGINT) AS sid,
              TRY_CAST(e.hadm_id AS BIGINT) AS hadm, TRY_CAST(e.stay_id AS BIGINT) AS stay0,
              TRY_CAST(e.charttime AS TIMESTAMP) AS t, e.valueuom AS uom,
              coalesce(nullif(trim(e.value), ''), nullif(trim(e.valuenum), '')) AS value0, nullif(trim(e.valuenum), '') AS vnum
@@ -403,8 +403,8 @@ def _fate_sql(apply_ranges:bool, ref_cleaning:bool)->str:
              CASE WHEN {num_like} THEN ({_clean_sql(ref_cleaning)}) END AS v
       FROM raw2 raw LEFT JOIN stays s ON s.hadm_id = raw.hadm)
     , fated AS (
-    SELECT val.vid, val.t, val.hstay, val.hsubject, CASE WHEN {num_like} THEN NULL ELSE val.value END AS cval, val.v,
-           val.from_valuenum, CASE
+    SELECT val.vid, val.t, val.hstay, val.hsubject, CASE WHEN {num_like} THEN NULL ELSE k.ccode END AS cval, val.v,
+           val.from_valuenum, CAST(CASE
         WHEN t IS NULL THEN 'bad_time'
         WHEN hadm IS NULL THEN 'no_hadm_id'
         WHEN hstay IS NULL OR (sid IS NOT NULL AND sid <> hsubject) THEN 'hadm_not_in_cohort'
@@ -413,7 +413,7 @@ def _fate_sql(apply_ranges:bool, ref_cleaning:bool)->str:
         WHEN NOT {num_like} AND k.cvalue IS NULL THEN 'unknown_category'
         WHEN {num_like} AND (v IS NULL OR isnan(v) OR isinf(v)) THEN 'unparseable_value'
         WHEN NOT categorical AND {rng} THEN 'impossible_value'
-        ELSE 'kept' END AS fate
+        ELSE 'kept' END AS fate_t) AS fate
     FROM val LEFT JOIN ranges r ON r.rvid = val.vid
              LEFT JOIN cats k ON k.cvid = val.vid AND k.cvalue = val.value)
     -- kept rows go to their stay, and to any other stay of the subject whose [intime, outtime] holds t
@@ -468,6 +468,10 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
         im = imap.assign(vid=imap.variable.map({c: i for i, c in enumerate(names)}).astype('int64'))
         im = im.merge(chans[['vid', 'categorical']], on='vid')[['itemid', 'vid', 'label', 'categorical']]
         cats = pd.DataFrame([(i, v) for i, c in enumerate(names) for v in cfg['possible_values'][c]], columns=['cvid', 'cvalue'])
+        # categories travel as small codes ranked like the strings (so max() picks the same value) and fates as an
+        # ENUM: narrower rows to store, aggregate and spill
+        cat_names = sorted(set(cats.cvalue)); cats['ccode'] = cats.cvalue.map({v: i for i, v in enumerate(cat_names)}).astype('int16')
+        con.execute(f"CREATE TYPE fate_t AS ENUM ({', '.join(_q(f) for f in FATES)})")
         rg = load_ranges(); lower = {c.lower(): i for i, c in enumerate(names)}
         rg = pd.DataFrame(dict(rvid=rg.vkey.map(lower), lo=rg.lo, hi=rg.hi)).dropna().astype({'rvid': 'int64'})
         st = stays[['subject_id', 'hadm_id', 'stay_id', 'intime', 'outtime']].copy()
@@ -527,7 +531,7 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
             # sort the narrow rows first; names and value text are made after the sort (cheaper to move)
             names_sql = '[' + ', '.join(_q(n) for n in names) + ']'
             con.execute(f"""COPY (SELECT stay_id::BIGINT AS stay_id, hours::DOUBLE AS hours, {names_sql}[vid + 1] AS variable,
-                                  coalesce(CAST(v AS VARCHAR), cval) AS value
+                                  coalesce(CAST(v AS VARCHAR), {'[' + ', '.join(_q(n) for n in cat_names) + ']'}[cval + 1]) AS value
                                   FROM (SELECT stay_id, hours, vid, v, cval FROM final ORDER BY stay_id, hours, vid))
                             TO {_q(tmpf)} (FORMAT parquet)""")
         timing['write'] = round(time.time() - t1, 3)
