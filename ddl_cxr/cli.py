@@ -65,11 +65,13 @@ def demo(workdir:str='ddl_cxr_work',     # where every stage writes its outputs
          full:store_true=False,          # all variants and LDM ablations (the paper's evaluation)
          reference_code:store_true=False,  # reproduce the reference implementation's behaviour (every RefCode switch)
          force:store_true=False,         # redo stages even when they are up to date
+         workers:int=0,                  # processes decoding images in the cohort stage (0: this one)
+         memory_limit:str=None,          # DuckDB memory limit for the extraction, e.g. 4GB (default: DuckDB's, 80% of RAM)
         ):
     "Run the whole method on a synthetic cohort: data → extraction → cohort → VAE → LDM → ẑ1 → prediction → report"
     cfg = _config(profile, seed, seeds, reference_code)
     if full and not seeds: cfg = update_config(cfg, pred=dict(seeds=(0, 1, 2, 3, 4)))
-    return _run(workdir, cfg, None, force, device, full)
+    return _run(workdir, cfg, None, force, device, full, n_workers=workers, memory_limit=memory_limit)
 
 @call_parse
 def synth(out:str='synthetic',          # folder to write
@@ -85,11 +87,15 @@ def synth(out:str='synthetic',          # folder to write
 def prepare(mimic:str=None,             # MIMIC-IV folder (hosp/ + icu/, or core/ for v1.0)
             cxr:str=None,               # MIMIC-CXR-JPG folder (metadata and CheXpert CSVs, files/)
             workdir:str='ddl_cxr_work', # work directory
-            profile:str='quick', seed:int=23, device:str='auto', force:store_true=False):
+            profile:str='quick', seed:int=23, device:str='auto', force:store_true=False,
+            workers:int=0,              # processes decoding images (all of MIMIC-CXR-JPG: use every core)
+            memory_limit:str=None,      # DuckDB memory limit for the extraction, e.g. 4GB (default: DuckDB's, 80% of RAM)
+           ):
     "Extraction and cohort on real (or any MIMIC-layout) data: stays, labels, EHR windows, image cache"
     if not (mimic and cxr): raise ValueError("prepare needs --mimic and --cxr (the demo makes its own synthetic data)")
     _sources(workdir, mimic, cxr)
-    return _run(workdir, _config(profile, seed, None), ['extract', 'cohort'], force, device)
+    return _run(workdir, _config(profile, seed, None), ['extract', 'cohort'], force, device,
+                n_workers=workers, memory_limit=memory_limit)
 
 def _stage_cmd(stage:str, doc:str):
     def cmd(workdir:str='ddl_cxr_work',  # work directory of `prepare` (or of a demo)
@@ -131,9 +137,17 @@ def _usage()->str:
     return "usage: ddl_cxr COMMAND [options]\n\ncommands:\n" + '\n'.join(
         f"  {k:<{w}}  {(v.__doc__ or '').splitlines()[0]}" for k, v in COMMANDS.items()) + "\n\n`ddl_cxr COMMAND --help` for options."
 
+def _options(argv:list)->list:
+    "Options spelled with dashes (`--memory-limit`, as the README writes them) or underscores, as argparse names them"
+    def fix(t):
+        if not t.startswith('--') or t == '--': return t
+        name, eq, val = t.partition('=')
+        return '--' + name[2:].replace('-', '_') + eq + val
+    return [fix(t) for t in argv]
+
 def main(argv:list|None=None)->int:
     "The `ddl_cxr` console script"
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _options(sys.argv[1:] if argv is None else list(argv))
     if not argv or argv[0] in ('-h', '--help'): print(_usage()); return 0
     if argv[0] in ('-V', '--version'): print(__version__); return 0
     cmd = COMMANDS.get(argv[0])

@@ -541,7 +541,9 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
                       extra_stay_copies=int(n_extra), duplicate=int(n_assigned - n_distinct),
                       superseded=int(n_distinct - n_out), rows_written=int(n_out),
                       stays=len(stays), stays_with_events=int(n_stays), stays_without_events=int(len(stays) - n_stays),
-                      settings=dict(apply_ranges=apply_ranges, ref_cleaning=ref_cleaning, tables=tables), timing=timing,
+                      settings=dict(apply_ranges=apply_ranges, ref_cleaning=ref_cleaning, tables=tables,
+                                    threads=int(con.execute("SELECT current_setting('threads')").fetchone()[0]),
+                                    memory_limit=con.execute("SELECT current_setting('memory_limit')").fetchone()[0]), timing=timing,
                       seconds=round(time.time() - t0, 3))
         report['rows_kept_scan'] = int(sum(report['fates'].values()))
         return report

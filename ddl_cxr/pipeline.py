@@ -273,8 +273,11 @@ def _csv_path(folder:Path, name:str)->Path:
     return folder/name if (folder/name).exists() else folder/(name + '.gz')
 
 def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=DEMO_VARIANTS, seeds=None,
-                    device='auto', n_jobs:int|None=None, n_workers:int=0, progress:bool=True, log=print)->list:
-    "The stages as (name, fn, config, inputs, outputs) for `run_stage`; `n_jobs` predictor runs in parallel (default: CPU cores on CPU)"
+                    device='auto', n_jobs:int|None=None, n_workers:int=0, memory_limit:str|None=None,
+                    progress:bool=True, log=print)->list:
+    """The stages as (name, fn, config, inputs, outputs) for `run_stage`. Resources, not configuration (they do not
+    change any output): `n_jobs` predictor runs in parallel (default: CPU cores on CPU), `n_workers` processes
+    decoding images, `memory_limit` for DuckDB in the extraction (e.g. '4GB'; beyond it DuckDB spills to disk)"""
     p = layout(workdir)
     if n_jobs is None: n_jobs = 1 if get_device(device).type == 'cuda' else min(os.cpu_count() or 1, 4)
     synthetic = mimic_dir is None
@@ -295,7 +298,7 @@ def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=
         stages.append(('synthetic', lambda: write_synthetic_cohort(p['raw'], cfg.synth.n_stays, cfg.synth.seed, cfg.synth.image_size),
                        _sections(cfg, 'synth'), {}, {'raw': p['raw']}))
     stages += [
-        ('extract', lambda: mimic.extract(mimic_dir, p['extract'], log=log, refcode=cfg.refcode), _sections(cfg, 'ehr'),
+        ('extract', lambda: mimic.extract(mimic_dir, p['extract'], log=log, refcode=cfg.refcode, memory_limit=memory_limit), _sections(cfg, 'ehr'),
          {'mimic': mimic_dir}, ext),
         ('cohort', lambda: prepare_cohort(p['extract'], cxr_dir, p['cohort'], cfg, n_workers, log=log),
          _sections(cfg, 'cohort', 'ehr', 'image'), {**ext, 'meta': _csv_path(cxr_dir, co.CXR_META), 'chexpert': _csv_path(cxr_dir, co.CXR_CHEXPERT)},
