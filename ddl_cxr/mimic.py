@@ -311,12 +311,12 @@ def _vid(name:str)->int:
     "Channel index of a variable (the discretizer config's order)"
     return discretizer_channels()['id_to_channel'].index(name)
 
-def _clean_sql(ref_cleaning:bool=False)->str:
+def _clean_sql(ref_cleaning:bool=False,
+               num:str="TRY_CAST(value AS DOUBLE)")->str: # `value` as a number (a column, when the query has one)
     "SQL CASE giving the cleaned numeric value `v` from text `value`, unit `uom`, item `label`, channel id `vid`"
-    num = "TRY_CAST(value AS DOUBLE)"
     # clean_lab / clean_o2sat accept unsigned decimals only (no sign, exponent, nan or inf)
     lab = ("(CASE WHEN NOT (contains(value, '-') OR contains(value, '+') OR contains(lower(value), 'e') OR "
-           "contains(lower(value), 'n')) THEN TRY_CAST(value AS DOUBLE) END)")
+           f"contains(lower(value), 'n')) THEN {num} END)")
     uom, lab_l = "lower(coalesce(uom, ''))", "lower(coalesce(label, ''))"
     fio2 = (f"CASE WHEN {uom} NOT LIKE '%torr%' THEN {num} / 100 ELSE {num} END" if ref_cleaning else
             f"CASE WHEN {uom} NOT LIKE '%torr%' AND {num} > 1 THEN {num} / 100 ELSE {num} END")
@@ -387,20 +387,23 @@ def _fate_sql(apply_ranges:bool, ref_cleaning:bool)->str:
     num_like = f"(NOT categorical OR vid = {_vid('Capillary refill rate')})"
     use_vnum = ("FALSE" if ref_cleaning else
                 "(NOT categorical AND vnum IS NOT NULL AND NOT contains(coalesce(value0, ''), '/')"
-                " AND TRY_CAST(value0 AS DOUBLE) IS NULL AND TRY_CAST(vnum AS DOUBLE) IS NOT NULL)")
+                " AND n0 IS NULL AND TRY_CAST(vnum AS DOUBLE) IS NOT NULL)")
     return f"""
     WITH raw AS (
       SELECT m.vid::UTINYINT AS vid, m.label, m.categorical, TRY_CAST(e.subject_id AS BIGINT) AS sid,
              TRY_CAST(e.hadm_id AS BIGINT) AS hadm, TRY_CAST(e.stay_id AS BIGINT) AS stay0,
              TRY_CAST(e.charttime AS TIMESTAMP) AS t, e.valueuom AS uom,
-             coalesce(nullif(trim(e.value), ''), nullif(trim(e.valuenum), '')) AS value0, nullif(trim(e.valuenum), '') AS vnum
+             coalesce(nullif(trim(e.value), ''), nullif(trim(e.valuenum), '')) AS value0, nullif(trim(e.valuenum), '') AS vnum,
+             TRY_CAST(value0 AS DOUBLE) AS n0
       FROM ev e JOIN imap m ON CAST(e.itemid AS BIGINT) = m.itemid),
-    raw2 AS (
-      SELECT raw.* EXCLUDE (value0, vnum), CASE WHEN {use_vnum} THEN vnum ELSE value0 END AS value, ({use_vnum}) AS from_valuenum
+    raw2 AS (      -- the text value and its number, each parsed once
+      SELECT raw.* EXCLUDE (value0, vnum, n0), ({use_vnum}) AS from_valuenum,
+             CASE WHEN from_valuenum THEN vnum ELSE value0 END AS value,
+             CASE WHEN from_valuenum THEN TRY_CAST(vnum AS DOUBLE) ELSE n0 END AS num
       FROM raw),
     val AS (
       SELECT raw.*, s.stay_id AS hstay, s.subject_id AS hsubject,
-             CASE WHEN {num_like} THEN ({_clean_sql(ref_cleaning)}) END AS v
+             CASE WHEN {num_like} THEN ({_clean_sql(ref_cleaning, num='num')}) END AS v
       FROM raw2 raw LEFT JOIN stays s ON s.hadm_id = raw.hadm)
     , fated AS (
     SELECT val.vid, val.t, val.hstay, val.hsubject, CASE WHEN {num_like} THEN NULL ELSE k.ccode END AS cval, val.v,
