@@ -4,8 +4,8 @@ Writes a synthetic `chartevents.csv` in the exact MIMIC-IV 2.2 layout (11 column
 on the 17 variables' items, the rest on other items; about 6 000 rows per subject as in MIMIC-IV) plus the
 patients/admissions/icustays/labevents it needs, then measures, in the same run and each in a fresh subprocess:
 
-* ours: `ddl_cxr.mimic.extract_events` (DuckDB scan with the item filter on the reader's output, a counting pass beside it over every
-  item id, cleaning, assignment, de-duplication, one parquet);
+* ours: `ddl_cxr.mimic.extract_events` (DuckDB scan with the item filter on the reader's output, a byte-level row
+  count beside it so that every row is accounted for, cleaning, assignment, de-duplication, one parquet);
 * reference: the reference pipeline's shape (mimic4extract steps 1–3). Step 1 exactly as its
   `read_events_table_and_break_up_by_subject`: a csv.DictReader row by row, subject and item filters on strings,
   rows appended to `{subject}/events.csv` with a csv.DictWriter; steps 2–3 in pandas: re-read every subject file,
