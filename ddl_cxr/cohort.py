@@ -12,6 +12,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 from .core import *
+from .ehr import read_events
 
 # %% auto #0
 __all__ = ['CXR_META', 'CXR_CHEXPERT', 'SPLITS', 'study_datetime', 'read_cxr_metadata', 'chexpert_binary', 'read_chexpert',
@@ -104,12 +105,7 @@ def event_bins(events:pd.DataFrame, stay_id:int, t0:float, t1:float)->int:
 def event_hours(events, stay_ids)->dict:
     """Sorted event hours per stay, for `stay_ids` only. `events` is the long table or the path of the extraction's
     events.parquet, of which only two columns of those stays are read (on all of MIMIC-IV the table does not fit)"""
-    keep = sorted({int(s) for s in stay_ids})
-    if isinstance(events, (str, Path)):
-        ev = pd.read_parquet(events, columns=['stay_id', 'hours'], filters=[('stay_id', 'in', keep)] if keep else None)
-    else:
-        _require(events, ['stay_id', 'hours'], 'events table'); ev = events[['stay_id', 'hours']]
-    ev = ev[ev.stay_id.isin(keep)]
+    ev = read_events(events, stay_ids, columns=['stay_id', 'hours'])
     return {int(k): np.sort(g.hours.to_numpy(dtype=float)) for k, g in ev.groupby('stay_id')}
 
 def ldm_pairs(films:pd.DataFrame, events, labels:pd.DataFrame,

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Iterable
 import numpy as np
 # torch is imported inside the few functions that need it, so that extraction and cohort processes
-# (which never touch a tensor) start in a fraction of a second and stay ~0.7 GB smaller
+# (which never touch a tensor) start ~2 s faster and stay ~0.47 GB smaller (peak RSS of `import ddl_cxr.mimic`:
+# 118 MiB, 585 MiB once torch is imported)
 
 # %% auto #0
 __all__ = ['CHEXPERT_LABELS', 'PHENOTYPE_LABELS', 'DELTA_BINS', 'TASKS', 'PKG_DIR', 'SHARED_ENV', 'DEMO_HINT', 'PROFILES',

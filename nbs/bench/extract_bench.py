@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 
-# --------------------------------------------------------------------------------------------- the two methods
+# --------------------------------------------------------------------------------------------- the three methods
 def run_ours(mimic:Path, work:Path, threads:int, memory_limit:str):
     from ddl_cxr.mimic import extract_stays, extract_events
     stays, _ = extract_stays(mimic)
@@ -68,44 +68,19 @@ def _split_by_subject_rowwise(mimic:Path, root:Path, item_ids:set, subject_ids:s
     if cur: flush()
     return n_in
 
-def _episodes(root:Path, stays, vmap:dict)->int:
-    "Steps 2-3: re-read each subject's events, validate, map items, clean, cut each stay's episode, write its time series"
-    import numpy as np, pandas as pd
-    st_by_subject = {k: g for k, g in stays.groupby('subject_id')}
-    n_out = 0
-    for d in sorted(root.iterdir()):
-        ev = pd.read_csv(d/'events.csv', parse_dates=['charttime'])
-        sst = st_by_subject[int(d.name)]
-        ev = ev[ev.hadm_id.notna() & ev.hadm_id.isin(sst.hadm_id)]
-        hs = dict(zip(sst.hadm_id, sst.stay_id))
-        ev['stay_id'] = ev.stay_id.fillna(ev.hadm_id.map(hs))
-        ev = ev[ev.stay_id == ev.hadm_id.map(hs)]
-        ev['variable'] = ev.itemid.map(vmap)
-        num = pd.to_numeric(ev.value, errors='coerce')
-        temp = ev.variable == 'Temperature'
-        num[temp & (num >= 79)] = (num[temp & (num >= 79)] - 32) * 5 / 9
-        ev['VALUE'] = np.where(num.notna(), num.astype(str), ev.value.astype(str))
-        ev = ev[ev.VALUE.notna()]
-        for s in sst.itertuples():
-            e = ev[(ev.stay_id == s.stay_id) | ((ev.charttime >= s.intime) & (ev.charttime <= s.outtime))]
-            ts = (e.sort_values(['charttime', 'variable', 'VALUE']).drop_duplicates(['charttime', 'variable'], keep='last')
-                   .pivot(index='charttime', columns='variable', values='VALUE').sort_index().reset_index())
-            ts.insert(0, 'Hours', (ts.charttime - s.intime) / pd.Timedelta(hours=1))
-            ts.drop(columns='charttime').to_csv(d/f'episode{s.stay_id}_timeseries.csv', index=False)
-            n_out += len(ts)
-    return n_out
-
 OBS_HEADER = ['subject_id', 'hadm_id', 'stay_id', 'charttime', 'itemid', 'value', 'valuenum', 'valueuom']
 
-def _validate_subject(d:Path, sst)->None:
-    "Step 2 as the reference's validate_events: drop rows without a cohort hadm_id, fill/check stay_id, rewrite the file"
-    import pandas as pd
-    ev = pd.read_csv(d/'events.csv', dtype=str)
-    hs = dict(zip(sst.hadm_id.astype(str), sst.stay_id.astype(str)))
+def _validated(ev, sst, key=lambda col: col):
+    "validate_events' rules: drop rows without a cohort hadm_id, fill a missing stay_id from it, drop disagreeing ones"
+    hs = dict(zip(key(sst.hadm_id), key(sst.stay_id)))
     ev = ev[ev.hadm_id.notna() & ev.hadm_id.isin(list(hs))]
     ev['stay_id'] = ev.stay_id.fillna(ev.hadm_id.map(hs))
-    ev = ev[ev.stay_id == ev.hadm_id.map(hs)]
-    ev.to_csv(d/'events.csv', index=False)
+    return ev[ev.stay_id == ev.hadm_id.map(hs)]
+
+def _validate_subject(d:Path, sst)->None:
+    "Step 2 as the reference's validate_events: read the subject's events as text, validate, rewrite the file"
+    import pandas as pd
+    _validated(pd.read_csv(d/'events.csv', dtype=str), sst, key=lambda col: col.astype(str)).to_csv(d/'events.csv', index=False)
 
 def _clean_reference(ev):
     "clean_events the reference's way: one function per variable, text handled value by value with `apply`"
@@ -162,11 +137,7 @@ def _episodes(root:Path, stays, imap, reference:bool)->int:
             ev = ev.merge(imap[['itemid', 'variable']], on='itemid', how='inner')
             ev = _clean_reference(ev)
         else:
-            ev = pd.read_csv(d/'events.csv', parse_dates=['charttime'])
-            ev = ev[ev.hadm_id.notna() & ev.hadm_id.isin(sst.hadm_id)]
-            hs = dict(zip(sst.hadm_id, sst.stay_id))
-            ev['stay_id'] = ev.stay_id.fillna(ev.hadm_id.map(hs))
-            ev = ev[ev.stay_id == ev.hadm_id.map(hs)]
+            ev = _validated(pd.read_csv(d/'events.csv', parse_dates=['charttime']), sst)
             ev['variable'] = ev.itemid.map(vmap)
             num = pd.to_numeric(ev.value, errors='coerce')
             temp = ev.variable == 'Temperature'
