@@ -21,8 +21,16 @@ def _seeds(seeds:str|None)->tuple|None:
     try: return tuple(range(int(s))) if ',' not in s else tuple(int(x) for x in s.split(',') if x.strip())
     except ValueError: raise ValueError(f"--seeds must be a count like 3 or a list like 0,1,2; got {seeds!r}")
 
-def _config(profile, seed, seeds, reference_code=False)->Config:
-    cfg = get_config(profile, reference_code=reference_code, seed=seed)
+def _dials(n_stays=None, progression=None, film_rate=None)->dict:
+    "The synthetic world's size and asynchronicity dials given on the command line (None: the profile's)"
+    d = dict(n_stays=n_stays, progression=progression, film_rate=film_rate)
+    if n_stays is not None and int(n_stays) < 20: raise ValueError(f"--n-stays must be at least 20, got {n_stays}")
+    if progression is not None and not float(progression) >= 0: raise ValueError(f"--progression must be ≥ 0, got {progression}")
+    if film_rate is not None and not float(film_rate) > 0: raise ValueError(f"--film-rate must be > 0, got {film_rate}")
+    return {k: v for k, v in d.items() if v is not None}
+
+def _config(profile, seed, seeds, reference_code=False, synth:dict|None=None)->Config:
+    cfg = get_config(profile, reference_code=reference_code, seed=seed, **({'synth': synth} if synth else {}))
     s = _seeds(seeds)
     return update_config(cfg, pred=dict(seeds=s)) if s else cfg
 
@@ -39,9 +47,27 @@ def _sources(workdir, mimic=None, cxr=None)->dict:
     if f.exists(): return json.loads(f.read_text())
     return dict(mimic=None, cxr=None)          # synthetic: the demo writes its own raw data
 
+def _progress_bars()->bool:
+    "Progress bars only on a terminal: written to a file they are ~250 KB of redraws; there, one line per epoch"
+    return sys.stdout.isatty()
+
+def _check_upstream(workdir, cfg:Config, only, names)->None:
+    "A stage command refuses inputs that earlier stages built under the other reference-code setting"
+    if not only: return                      # the demo reruns every stage whose config changed
+    first = min(names.index(s) for s in only if s in names)
+    for stage in names[:first]:
+        m = Manifest.load(workdir, stage)
+        if m is not None and m.config.get('refcode') != cfg.to_dict()['refcode']:
+            on = lambda rc: 'on' if rc and all(rc.values()) else ('off' if not any((rc or {}).values()) else 'partly on')
+            raise ValueError(f"the {stage} stage of {workdir} was built with --reference-code {on(m.config.get('refcode'))}, "
+                             f"this command runs with it {on(cfg.to_dict()['refcode'])}: use the same setting, or rebuild "
+                             f"the earlier stages with it (`ddl_cxr prepare` / the stage commands with --force)")
+
 def _run(workdir, cfg, only, force, device, full=False, **kw)->int:
-    from ddl_cxr.pipeline import run_pipeline, DEMO_VARIANTS, FULL_VARIANTS
+    from ddl_cxr.pipeline import run_pipeline, pipeline_stages, DEMO_VARIANTS, FULL_VARIANTS
+    kw.setdefault('progress', _progress_bars())
     src = _sources(workdir)
+    _check_upstream(workdir, cfg, only, [s[0] for s in pipeline_stages(workdir, cfg, src['mimic'], src['cxr'])])
     variants = FULL_VARIANTS if full else DEMO_VARIANTS
     if src['mimic'] is not None: variants = tuple(v for v in variants if v != 'oracle_cxr')
     seed_everything(cfg.seed); n_threads = set_threads()
@@ -67,9 +93,12 @@ def demo(workdir:str='ddl_cxr_work',     # where every stage writes its outputs
          force:store_true=False,         # redo stages even when they are up to date
          workers:int=0,                  # processes decoding images in the cohort stage (0: this one)
          memory_limit:str=None,          # DuckDB memory limit for the extraction, e.g. 4GB (default: DuckDB's, 80% of RAM)
+         n_stays:int=None,               # synthetic ICU stays (default: the profile's, 6400 in quick)
+         progression:float=None,         # speed of film-visible disease change (1: default world; 0: nothing changes after the last film)
+         film_rate:float=None,           # how often films are taken (1: the paper's δ bins; 2: twice as often)
         ):
     "Run the whole method on a synthetic cohort: data → extraction → cohort → VAE → LDM → ẑ1 → prediction → report"
-    cfg = _config(profile, seed, seeds, reference_code)
+    cfg = _config(profile, seed, seeds, reference_code, _dials(n_stays, progression, film_rate))
     if full and not seeds: cfg = update_config(cfg, pred=dict(seeds=(0, 1, 2, 3, 4)))
     return _run(workdir, cfg, None, force, device, full, n_workers=workers, memory_limit=memory_limit)
 
@@ -78,23 +107,27 @@ def synth(out:str='synthetic',          # folder to write
           n_stays:int=1000,              # ICU stays
           seed:int=0,                    # seed (same seed → byte-identical files)
           image_size:int=128,            # stored film size in pixels
+          progression:float=1.0,         # speed of film-visible disease change (0: nothing changes after the last film)
+          film_rate:float=1.0,           # how often films are taken (1: the paper's δ bins; 2: twice as often)
          ):
     "Write a synthetic ICU cohort in MIMIC-IV 2.2 + MIMIC-CXR-JPG 2.0.0 layout, with its ground truth"
     from ddl_cxr.synthetic import write_synthetic_cohort
-    write_synthetic_cohort(out, n_stays, seed, image_size); return 0
+    _dials(n_stays, progression, film_rate)
+    write_synthetic_cohort(out, n_stays, seed, image_size, progression=progression, film_rate=film_rate); return 0
 
 @call_parse
 def prepare(mimic:str=None,             # MIMIC-IV folder (hosp/ + icu/, or core/ for v1.0)
             cxr:str=None,               # MIMIC-CXR-JPG folder (metadata and CheXpert CSVs, files/)
             workdir:str='ddl_cxr_work', # work directory
             profile:str='quick', seed:int=23, device:str='auto', force:store_true=False,
+            reference_code:store_true=False,  # extraction and cohort as the reference implementation builds them
             workers:int=0,              # processes decoding images (all of MIMIC-CXR-JPG: use every core)
             memory_limit:str=None,      # DuckDB memory limit for the extraction, e.g. 4GB (default: DuckDB's, 80% of RAM)
            ):
     "Extraction and cohort on real (or any MIMIC-layout) data: stays, labels, EHR windows, image cache"
     if not (mimic and cxr): raise ValueError("prepare needs --mimic and --cxr (the demo makes its own synthetic data)")
     _sources(workdir, mimic, cxr)
-    return _run(workdir, _config(profile, seed, None), ['extract', 'cohort'], force, device,
+    return _run(workdir, _config(profile, seed, None, reference_code), ['extract', 'cohort'], force, device,
                 n_workers=workers, memory_limit=memory_limit)
 
 def _stage_cmd(stage:str, doc:str):
@@ -155,5 +188,5 @@ def main(argv:list|None=None)->int:
     args = vars(anno_parser(cmd, prog=f'ddl_cxr {argv[0]}').parse_args(argv[1:]))
     args.pop('xtra', None); args.pop('pdb', None)
     try: return int(cmd(**args) or 0)
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except (FileNotFoundError, KeyError, ValueError, PermissionError, WorkdirBusy) as e:
         print(f"ddl_cxr {argv[0]}: error: {e}", file=sys.stderr); return 1

@@ -15,10 +15,11 @@ from .core import *
 from .ehr import read_events
 
 # %% auto #0
-__all__ = ['CXR_META', 'CXR_CHEXPERT', 'SPLITS', 'study_datetime', 'read_cxr_metadata', 'chexpert_binary', 'read_chexpert',
-           'ap_studies', 'link_films', 'prediction_samples', 'event_bins', 'event_hours', 'ldm_pairs', 'split_subjects',
-           'vae_images', 'build_cohort', 'tiny_cohort_tables', 'delta_bin', 'cohort_summary', 'to_grey8', 'load_film',
-           'fit_square', 'film_path', 'build_image_cache', 'cache_paths', 'ImageCache']
+__all__ = ['CXR_META', 'CXR_CHEXPERT', 'PAIR_BINS_RULES', 'SPLITS', 'study_datetime', 'read_cxr_metadata', 'chexpert_binary',
+           'read_chexpert', 'ap_studies', 'link_films', 'prediction_samples', 'window_bins', 'event_bins',
+           'event_hours', 'ldm_pairs', 'split_subjects', 'vae_images', 'build_cohort', 'tiny_cohort_tables',
+           'delta_bin', 'cohort_summary', 'to_grey8', 'load_film', 'fit_square', 'film_path', 'build_image_cache',
+           'cache_paths', 'ImageCache']
 
 # %% ../nbs/04_cohort.ipynb #374b35b4
 CXR_META = 'mimic-cxr-2.0.0-metadata.csv'
@@ -34,19 +35,31 @@ def _require(df:pd.DataFrame, cols, where:str):
     if missing: raise KeyError(f"{where} lacks column(s) {missing}")
 
 def study_datetime(date, time)->pd.Series:
-    "StudyDate (yyyymmdd) + StudyTime (hhmmss[.f], zero-padded to 6 digits) → datetime"
-    date = pd.Series(date).astype('int64').astype(str)
-    t = pd.Series(time).astype(float)
+    "StudyDate (yyyymmdd) + StudyTime (hhmmss[.f], zero-padded to 6 digits) → datetime; NaT where either is empty or malformed"
+    dnum, t = pd.to_numeric(pd.Series(date), errors='coerce'), pd.to_numeric(pd.Series(time), errors='coerce')
+    ok = (dnum == dnum.round()) & t.between(0, 235960, inclusive='left')
+    dnum, t = dnum.where(ok, 19700101), t.where(ok, 0.0)
+    date = dnum.astype('int64').astype(str)
     hms = t.astype('int64').astype(str).str.zfill(6)
     frac = pd.to_timedelta((t - t.astype('int64')).round(6), unit='s')
-    return pd.to_datetime(date.values + ' ' + hms.values, format='%Y%m%d %H%M%S') + frac.values
+    out = pd.to_datetime(date.values + ' ' + hms.values, format='%Y%m%d %H%M%S', errors='coerce') + frac.values
+    return pd.Series(out).where(ok.values)
 
-def read_cxr_metadata(cxr_dir)->pd.DataFrame:
-    "The MIMIC-CXR-JPG metadata with a `study_time` column"
+def read_cxr_metadata(cxr_dir, log=print)->pd.DataFrame:
+    """The MIMIC-CXR-JPG metadata with a `study_time` column. Rows with an empty or malformed StudyDate/StudyTime are
+    skipped, counted (`.attrs['rows_skipped']`) and logged with their CSV line numbers"""
     p = _find_csv(Path(cxr_dir), CXR_META)
-    meta = pd.read_csv(p, dtype={'dicom_id': str})
+    meta = pd.read_csv(p, dtype={'dicom_id': str, 'StudyDate': str, 'StudyTime': str})
     _require(meta, ['dicom_id', 'subject_id', 'study_id', 'ViewPosition', 'StudyDate', 'StudyTime'], p.name)
     meta['study_time'] = study_datetime(meta.StudyDate, meta.StudyTime).values
+    bad = meta.study_time.isna().to_numpy()
+    if bad.all(): raise ValueError(f"{p}: no row has a valid StudyDate (yyyymmdd) and StudyTime (hhmmss)")
+    if bad.any():
+        lines = (np.flatnonzero(bad) + 2).tolist()       # CSV line numbers (line 1 is the header)
+        log(f"{p}: skipped {bad.sum()} of {len(meta)} rows with an empty or malformed StudyDate/StudyTime "
+            f"(lines {', '.join(map(str, lines[:5]))}{', …' if len(lines) > 5 else ''})")
+    meta = meta[~bad].astype({'StudyDate': 'int64', 'StudyTime': 'float64'}).reset_index(drop=True)
+    meta.attrs['rows_skipped'] = int(bad.sum())
     return meta
 
 def chexpert_binary(chexpert:pd.DataFrame)->pd.DataFrame:
@@ -96,11 +109,20 @@ def prediction_samples(films:pd.DataFrame, stays:pd.DataFrame, phenotypes:pd.Dat
     return p.reset_index(drop=True)
 
 # %% ../nbs/04_cohort.ipynb #02e0f2bb
-def event_bins(events:pd.DataFrame, stay_id:int, t0:float, t1:float)->int:
-    "Number of distinct hourly bins with an event in (t0, t1] of a stay"
-    h = events.hours.values[(events.stay_id.values == stay_id)]
-    h = h[(h > t0) & (h <= t1)]
-    return int(np.unique(np.floor(h - t0)).size)
+PAIR_BINS_RULES = ('reference', 'window')
+
+def window_bins(hours:np.ndarray, t0:float, t1:float, rule:str='reference')->int:
+    "Distinct hourly EHR bins of the window between films at t0 and t1 (`rule`: see the text above)"
+    h = np.asarray(hours, dtype=float)
+    if rule == 'reference':
+        h = h[(h >= t0) & (h <= t1)]
+        return int(np.unique(np.floor(h - h.min())).size) if h.size else 0
+    if rule == 'window': return int(np.unique(np.floor(h[(h > t0) & (h <= t1)] - t0)).size)
+    raise ValueError(f"unknown pair_bins_rule {rule!r}; choose one of {PAIR_BINS_RULES}")
+
+def event_bins(events:pd.DataFrame, stay_id:int, t0:float, t1:float, rule:str='reference')->int:
+    "Distinct hourly EHR bins of a stay's events between films at t0 and t1 (`window_bins`)"
+    return window_bins(events.hours.values[(events.stay_id.values == stay_id)], t0, t1, rule)
 
 def event_hours(events, stay_ids)->dict:
     """Sorted event hours per stay, for `stay_ids` only. `events` is the long table or the path of the extraction's
@@ -111,8 +133,8 @@ def event_hours(events, stay_ids)->dict:
 def ldm_pairs(films:pd.DataFrame, events, labels:pd.DataFrame,
               cfg:CohortConfig=CohortConfig())->tuple[pd.DataFrame, dict]:
     """All film pairs of a stay > min_gap h apart with ≥ min_bins EHR bins between; CheXpert of x0 and x1 attached.
-    `events`: the long events table or the path of events.parquet (only the films' stays are read)"""
-    ev = event_hours(events, films.stay_id.unique())
+    `events`: the long events table, the path of events.parquet (only the films' stays are read) or `event_hours`' dict"""
+    ev = events if isinstance(events, dict) else event_hours(events, films.stay_id.unique())
     rows, funnel = [], {'pairs': 0, f'gap > {cfg.pair_min_gap:g} h': 0, f'≥ {cfg.pair_min_ehr_bins} EHR bins': 0}
     for stay, g in films.groupby('stay_id', sort=True):
         g = g.sort_values('hours')
@@ -121,8 +143,7 @@ def ldm_pairs(films:pd.DataFrame, events, labels:pd.DataFrame,
             funnel['pairs'] += 1
             if not b.hours - a.hours > cfg.pair_min_gap: continue
             funnel[f'gap > {cfg.pair_min_gap:g} h'] += 1
-            w = h[(h > a.hours) & (h <= b.hours)]
-            n = int(np.unique(np.floor(w - a.hours)).size)
+            n = window_bins(h, a.hours, b.hours, cfg.pair_bins_rule)
             if n < cfg.pair_min_ehr_bins: continue
             funnel[f'≥ {cfg.pair_min_ehr_bins} EHR bins'] += 1
             rows.append(dict(stay_id=stay, subject_id=a.subject_id, x0_study_id=a.study_id, x1_study_id=b.study_id,
@@ -157,9 +178,12 @@ def vae_images(meta:pd.DataFrame, labels:pd.DataFrame, split:pd.Series, view:str
     "All images of the given view of the split's subjects, with binarized CheXpert labels (missing → 0)"
     m = meta[(meta.ViewPosition == view) & meta.subject_id.isin(split.index)][['dicom_id', 'subject_id', 'study_id']]
     m = m.merge(labels.drop(columns='subject_id', errors='ignore'), on='study_id', how='left')
+    unlabelled = int(m[list(CHEXPERT_LABELS)].isna().all(axis=1).sum())     # counted: they train as all-negative
     m[list(CHEXPERT_LABELS)] = m[list(CHEXPERT_LABELS)].fillna(0).astype('int8')
     m['split'] = m.subject_id.map(split).values
-    return m.sort_values(['split', 'subject_id', 'study_id', 'dicom_id']).reset_index(drop=True)
+    m = m.sort_values(['split', 'subject_id', 'study_id', 'dicom_id']).reset_index(drop=True)
+    m.attrs['unlabelled'] = unlabelled
+    return m
 
 # %% ../nbs/04_cohort.ipynb #03bdfb63
 def build_cohort(stays:pd.DataFrame, phenotypes:pd.DataFrame, meta:pd.DataFrame, chexpert:pd.DataFrame,
@@ -170,13 +194,17 @@ def build_cohort(stays:pd.DataFrame, phenotypes:pd.DataFrame, meta:pd.DataFrame,
     studies = ap_studies(meta, cfg.view)
     films, funnel = link_films(stays, studies, cfg)
     pred = prediction_samples(films, stays, phenotypes, cfg)
+    ev = event_hours(events, films.stay_id.unique())          # read once, for the event filter and the pairs
+    funnel['stays without any EHR event (dropped, as the reference)'] = int((~pred.stay_id.isin(ev)).sum())
+    pred = pred[pred.stay_id.isin(ev)].reset_index(drop=True)
     split = split_subjects(pred.subject_id, cfg.split_fracs, cfg.split_seed)
     pred['split'] = pred.subject_id.map(split).values
-    pairs, pf = ldm_pairs(films, events, labels, cfg)
+    pairs, pf = ldm_pairs(films[films.stay_id.isin(pred.stay_id)], ev, labels, cfg)
     pairs['split'] = pairs.subject_id.map(split).values
     vae = vae_images(meta, labels, split[split.index.isin(pairs.subject_id)] if len(pairs) else split, cfg.view)
     funnel.update({f'pairs: {k}': v for k, v in pf.items()})
     funnel['prediction samples'] = len(pred); funnel['VAE images'] = len(vae)
+    funnel['VAE images without CheXpert labels (all negative)'] = vae.attrs.get('unlabelled', 0)
     return dict(pred=pred, pairs=pairs, vae=vae, films=films, split=split, funnel=funnel)
 
 # %% ../nbs/04_cohort.ipynb #a679ed71

@@ -15,11 +15,12 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['CHEXPERT_LABELS', 'PHENOTYPE_LABELS', 'DELTA_BINS', 'TASKS', 'PKG_DIR', 'SHARED_ENV', 'DEMO_HINT', 'PROFILES',
-           'BIG_FILE', 'resource_path', 'shared_data_dir', 'shared_available', 'skip_msg', 'RefCode', 'CohortConfig',
-           'EHRConfig', 'ImageConfig', 'VAEConfig', 'EHREncoderConfig', 'UNetConfig', 'DiffusionConfig', 'LDMConfig',
-           'PredConfig', 'EvalConfig', 'SynthConfig', 'Config', 'update_config', 'get_config', 'seed_everything',
-           'stable_seed', 'get_device', 'set_threads', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text',
-           'atomic_save_json', 'atomic_torch_save', 'clean_tmp', 'fingerprint', 'Manifest', 'run_stage', 'env_info']
+           'SEEDED_STAGES', 'BIG_FILE', 'resource_path', 'shared_data_dir', 'shared_available', 'skip_msg', 'RefCode',
+           'CohortConfig', 'EHRConfig', 'ImageConfig', 'VAEConfig', 'EHREncoderConfig', 'UNetConfig', 'DiffusionConfig',
+           'LDMConfig', 'PredConfig', 'EvalConfig', 'SynthConfig', 'Config', 'update_config', 'stage_seed',
+           'get_config', 'seed_everything', 'stable_seed', 'get_device', 'set_threads', 'atomic_path',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_save_json', 'atomic_torch_save', 'clean_tmp', 'Listing',
+           'fingerprint', 'Manifest', 'run_stage', 'WorkdirBusy', 'workdir_lock', 'env_info']
 
 # %% ../nbs/00_core.ipynb #33c41d45
 CHEXPERT_LABELS = ('Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum',
@@ -84,6 +85,10 @@ class RefCode:
     sample_posterior: bool = False          # B10: use a posterior *sample* of the VAE for z0/z1 (ours: the mean)
     pred_sizes: bool = False                # §7-15: predictor d_model 512 / ff 256 (paper: 128 / 512)
     ddim_alpha0_last: bool = False          # §5: the last DDIM step goes to ᾱ_0 (ref), not to ᾱ = 1 (ours)
+    perturb_negative: bool = False          # the contrastive negative is always the perturbed EHR (ours: ldm.negative)
+    constant_lr: bool = False               # constant LDM learning rate (ours: ldm.lr_schedule)
+    plain_eps: bool = False                 # ε_θ is the UNet output alone (ours: ldm.eps_skip)
+    reference_sampling: bool = False        # ẑ1 = one DDIM η=1 draw (ours: diffusion.sampler/eta, ldm.n_gen_samples, gen_reduce)
 
     @classmethod
     def all(cls)->'RefCode':
@@ -103,6 +108,8 @@ class CohortConfig:
     pred_hours: float = 48.0                # §12.2: prediction time, 48 h after intime
     pair_min_gap: float = 12.0              # §1.3-7: LDM pairs more than 12 h apart
     pair_min_ehr_bins: int = 6              # §1.3-7: at least 6 hourly EHR bins between x0 and x1 (ref)
+    pair_bins_rule: str = 'reference'       # how those bins are counted: 'reference' (rows in [t0, t1], anchored at the
+                                            # first of them) or 'window' (rows in (t0, t1], anchored at t0: what the encoder reads)
     gen_min_hours: float = 12.0             # §1.5: generation window at least 12 h long when gen_window_min12
     split_fracs: tuple = (24, 4, 7)         # §1.3-5: subject split train:val:test
     split_seed: int = 1                     # §1.3-5: random_state=1
@@ -201,6 +208,13 @@ class LDMConfig:
     use_aux: bool = True                    # False = "w/o L_aux" ablation
     seed: int = 23                          # §4
     n_gen_samples: int = 1                  # §5: ẑ1 samples per prediction sample
+    gen_reduce: str = 'none'                # 'none': keep the n_gen_samples draws (sample 0 is ẑ1); 'mean': ẑ1 = their mean
+    negative: str = 'perturb'               # contrastive negative: 'perturb' (paper, (1-β)E+βδ), 'shuffle' (another patient's EHR from the batch), 'both' (half each)
+    lr_schedule: str = 'constant'           # 'constant' (paper, ref); 'cosine': linear warm-up, then cosine decay to 0
+    warmup: float = 0.05                    # fraction of training spent warming up under 'cosine'
+    steps: int = 0                          # optimizer steps; > 0 replaces epochs (epochs = ceil(steps / batches per epoch))
+    eps_skip: bool = False                  # ε_θ = UNet + the exact ε of z1 ~ N(z0, skip_std² I) (off: the UNet alone, paper)
+    skip_std: float = 1.0                   # spread of z1 around z0 assumed by eps_skip (around 0 without z0)
 
 @dataclass
 class PredConfig:
@@ -220,6 +234,7 @@ class PredConfig:
     batch_size: int = 64                    # §6
     epochs: int = 100                       # §6
     patience: int = 10                      # §6: early stopping on val AUPRC
+    monitor: str = 'auprc'                  # §6: validation metric for early stopping and the best epoch: 'auprc' (paper), 'auroc' or 'valid_loss'
     seeds: tuple = (0, 1, 2, 3, 4)          # §9: 5 seeds
 
 @dataclass
@@ -231,10 +246,13 @@ class EvalConfig:
 
 @dataclass
 class SynthConfig:
-    "Size of the synthetic cohort that stands in for MIMIC"
+    "The synthetic cohort that stands in for MIMIC: its size, its asynchronicity dials and its evaluation split"
     n_stays: int = 1000
     image_size: int = 256                   # stored JPG resolution
-    seed: int = 0
+    seed: int = 0                           # set from the global seed by `get_config` (`stage_seed(seed, 'synth')`)
+    progression: float = 1.0                # speed of film-visible disease change (0: nothing changes after the last film)
+    film_rate: float = 1.0                  # how often AP films are taken (1: the paper's δ bins; 2: twice as often)
+    split_fracs: tuple = (8, 3, 9)          # train:val:test on synthetic data, test-heavy for power (MIMIC: cohort.split_fracs)
 
 # %% ../nbs/00_core.ipynb #70756a11
 @dataclass
@@ -291,6 +309,7 @@ PROFILES = ('tiny', 'quick', 'paper')
 def _profile_overrides(profile:str)->dict:
     if profile == 'paper': return {}
     if profile == 'quick': return dict(
+        cohort=dict(pair_min_gap=2.0, pair_min_ehr_bins=2),   # LDM pairs as short as the generation windows (27% < 12 h)
         image=dict(size=64, load_size=72, stored_size=128),
         vae=dict(ch=16, ch_mult=(1, 2, 2, 4), num_res_blocks=1, dropout=0.0, disc_start=150, disc_ndf=32,
                  disc_layers=2, batch_size=32, accumulate=1, base_lr=2e-4/32, epochs=5),   # ~0.5 s/step on 2 cores
@@ -302,7 +321,7 @@ def _profile_overrides(profile:str)->dict:
         pred=dict(d_model=32, dim_ff=64, n_heads=2, batch_size=64, epochs=15, patience=4, lr=1e-3, seeds=(0, 1, 2),
                   cnn='cnn_tiny'),     # 24 runs (4 variants × 2 tasks × 3 seeds) in ~4 min on 2 cores (11_predict benchmark)
         eval=dict(n_bootstrap=200),
-        synth=dict(n_stays=1000, image_size=128))
+        synth=dict(n_stays=6400, image_size=128))   # ≈ 4800 prediction samples → ≈ 2100 test stays
     if profile == 'tiny': return dict(
         image=dict(size=32, load_size=36, stored_size=64),
         vae=dict(ch=8, ch_mult=(1, 1, 2, 2), num_res_blocks=1, dropout=0.0, disc_start=2, disc_ndf=8, disc_layers=1,
@@ -325,26 +344,47 @@ def _merge(d:dict, o:dict):
         else: d[k] = _jsonable(v)
 
 def update_config(cfg:Config, **overrides)->Config:
-    "A copy of `cfg` with overrides (section=dict(...) or field=value)"
-    d = cfg.to_dict(); _merge(d, overrides)
+    "A copy of `cfg` with overrides (section=dict(...) or field=value); a new global `seed` re-derives the stage seeds"
+    d = cfg.to_dict()
+    if 'seed' in overrides: d['seed'] = int(overrides['seed']); _derive_seeds(d, overrides)
+    _merge(d, overrides)
     return Config.from_dict(d)
+
+SEEDED_STAGES = ('synth', 'vae', 'ldm')   # sections whose `seed` follows the global one (the predictor's runs: `run_seed`)
+
+def stage_seed(seed:int, stage:str)->int:
+    "The seed of one stage, derived from the global seed: two global seeds give independent replicates of every stage"
+    return int(hashlib.sha256(repr((int(seed), stage)).encode()).hexdigest()[:15], 16) % 2**31   # = stable_seed(seed, stage) mod 2³¹
+
+def _derive_seeds(d:dict, overrides:dict):
+    "Set the seeded stages' seeds from the global seed in `d`, except where `overrides` names them"
+    for s in SEEDED_STAGES:
+        if 'seed' not in (overrides.get(s) or {}): d[s]['seed'] = stage_seed(d['seed'], s)
 
 def get_config(profile:str='quick',          # 'tiny', 'quick' or 'paper'
                reference_code:bool=False,    # turn on every reference-code switch (`RefCode.all()`)
                **overrides                   # section=dict(...) or top-level field=value, applied last
               )->Config:
-    "The configuration of a profile, optionally in reference-code mode, with overrides"
+    "The configuration of a profile, optionally in reference-code mode, with overrides; stage seeds follow `seed`"
     cfg = Config(profile=profile)
     d = cfg.to_dict()
     _merge(d, _profile_overrides(profile))
-    if reference_code:
-        d['refcode'] = asdict(RefCode.all())
-        d['unet'].update(channel_mult=[1, 2, 4] if profile == 'paper' else d['unet']['channel_mult'],
-                         num_head_channels=16 if profile == 'paper' else -1,
-                         num_res_blocks=2 if profile == 'paper' else d['unet']['num_res_blocks'])
-        if profile == 'paper': d['pred'].update(d_model=512, dim_ff=256)
+    if 'seed' in overrides: d['seed'] = int(overrides['seed'])
+    _derive_seeds(d, overrides)
+    if reference_code: d['refcode'] = asdict(RefCode.all())
+    _merge(d, {'refcode': overrides.get('refcode', {})})
+    _refcode_sizes(d)
     _merge(d, overrides)
     return Config.from_dict(d)
+
+def _refcode_sizes(d:dict):
+    """The sizes two switches stand for, in any profile: `unet_widths` = the reference's channel multipliers (1, 2, 4)
+    (cut to the profile's depth), head width 16 and 2 ResBlocks per level; `pred_sizes` = the reference's predictor
+    proportions, d_model ×4 and dim_ff ÷2 (paper sizes 128/512 → 512/256)"""
+    rc = d['refcode']
+    if rc['unet_widths']:
+        d['unet'].update(channel_mult=[1, 2, 4][:len(d['unet']['channel_mult'])], num_head_channels=16, num_res_blocks=2)
+    if rc['pred_sizes']: d['pred'].update(d_model=4 * d['pred']['d_model'], dim_ff=d['pred']['dim_ff'] // 2)
 
 # %% ../nbs/00_core.ipynb #75099929
 def seed_everything(seed:int=23,              # the seed
@@ -381,6 +421,10 @@ def set_threads(n:int|None=None)->int:
     return n
 
 # %% ../nbs/00_core.ipynb #19b41fca
+def _umask()->int:
+    "The process umask (read by setting it and restoring it)"
+    m = os.umask(0o022); os.umask(m); return m
+
 @contextlib.contextmanager
 def atomic_path(path:str|Path):
     "Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds"
@@ -391,6 +435,7 @@ def atomic_path(path:str|Path):
         yield tmp
         if not tmp.exists(): raise FileNotFoundError(f"nothing was written to the temporary file for {path}")
         with open(tmp, 'rb') as f: os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())               # mkstemp makes 0600; the result follows the umask like open()
         os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
@@ -426,8 +471,27 @@ from . import __version__
 
 BIG_FILE = 64 * 2**20
 
+class Listing(os.PathLike):
+    """A folder fingerprinted by its listing — every file's relative path, size and modification time — not by its
+    content: for inputs too big to hash on every run (all the films of MIMIC-CXR-JPG), where a changed, added or
+    removed file must still be seen"""
+    def __init__(self, path): self.path = Path(path)
+    def __fspath__(self): return str(self.path)
+    def __repr__(self): return f"Listing({str(self.path)!r})"
+
+def _listing_fingerprint(p:Path)->str:
+    if not p.is_dir(): raise FileNotFoundError(f"cannot fingerprint {p}: it is not a folder")
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(p):
+        dirs.sort()
+        for f in sorted(files):
+            q = Path(root)/f; st = q.stat()
+            h.update(f"{q.relative_to(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
 def fingerprint(path)->str:
-    "SHA-256 of a file (size + head + tail for files over 64 MB), or of a folder's sorted file fingerprints"
+    "SHA-256 of a file (size + head + tail for files over 64 MB), of a folder's sorted file fingerprints, or of a `Listing`"
+    if isinstance(path, Listing): return _listing_fingerprint(path.path)
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"cannot fingerprint {p}: it does not exist")
     h = hashlib.sha256()
@@ -502,6 +566,30 @@ def run_stage(workdir,                  # the work directory
     if missing: raise RuntimeError(f"stage {stage!r} finished without writing {missing}")
     Manifest.build(stage, config, inputs, outputs, time.time() - t0).save(workdir)
     log(f"[{stage}] done in {time.time()-t0:.1f}s"); return True
+
+# %% ../nbs/00_core.ipynb #a6b76751
+class WorkdirBusy(RuntimeError):
+    "Another run holds the work directory's lock"
+
+@contextlib.contextmanager
+def workdir_lock(workdir):
+    "Hold the exclusive lock of `workdir` for the duration of the block; raise `WorkdirBusy` at once if another run holds it"
+    import fcntl
+    w = Path(workdir)
+    try:
+        w.mkdir(parents=True, exist_ok=True)
+        fd = os.open(w/'.lock', os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e: raise PermissionError(f"cannot write to the work directory {w}: {e.strerror}") from None
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = os.pread(fd, 4096, 0).decode(errors='replace').strip() or 'another run'
+            raise WorkdirBusy(f"work directory {w} is in use by {who}: wait for it to end or choose another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        try: yield w
+        finally: os.ftruncate(fd, 0); fcntl.flock(fd, fcntl.LOCK_UN)
+    finally: os.close(fd)
 
 # %% ../nbs/00_core.ipynb #556a2123
 def env_info()->dict:

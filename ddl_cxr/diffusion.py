@@ -9,8 +9,8 @@ import torch
 from .core import DiffusionConfig
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'Schedule', 'q_sample', 'predict_z0', 'predict_eps', 'snr', 'snr_weight', 'ddim_timesteps', 'ddim_sample',
-           'gaussian_eps_model', 'dpmpp_2m_sample', 'sample']
+__all__ = ['SAMPLERS', 'Schedule', 'q_sample', 'predict_z0', 'predict_eps', 'snr', 'snr_weight', 'ddim_timesteps', 'randn_rows',
+           'ddim_sample', 'gaussian_eps_model', 'dpmpp_2m_sample', 'sample']
 
 # %% ../nbs/09_diffusion.ipynb #bd27f2b3
 class Schedule:
@@ -88,13 +88,25 @@ def ddim_timesteps(T:int, steps:int)->torch.Tensor:
     ts = torch.arange(0, T, c) + 1
     return ts[ts < T]
 
+def randn_rows(shape:tuple, generator=None, device=None)->torch.Tensor:
+    "N(0, I) of `shape`; `generator` is one `torch.Generator`, or a list with one per row (then a row's draws do not depend on the other rows)"
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]: raise ValueError(f"{len(generator)} generators for a batch of {shape[0]} rows")
+        if not generator: return torch.empty(tuple(shape), device=device)
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=g.device) for g in generator]).to(device)
+    return torch.randn(tuple(shape), generator=generator, device=device)
+
+def _gen_device(generator):
+    if isinstance(generator, (list, tuple)): return generator[0].device if generator else None
+    return generator.device if generator is not None else None
+
 def _prep(schedule, shape, generator, x_T, device):
     if x_T is not None:
         if tuple(x_T.shape) != tuple(shape): raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {tuple(shape)}")
         x = x_T.float()
     else:
-        dev = torch.device(device) if device is not None else (generator.device if generator is not None else schedule.device)
-        x = torch.randn(tuple(shape), generator=generator, device=dev)
+        dev = torch.device(device) if device is not None else (_gen_device(generator) or schedule.device)
+        x = randn_rows(tuple(shape), generator, dev)
     return schedule.to(x.device), x
 
 def _model(model_fn, x, t):
@@ -108,7 +120,7 @@ def ddim_sample(model_fn,                       # (z_t (B,...), t (B,) long) -> 
                 shape:tuple,                    # (B, C, h, w)
                 steps:int=200,                  # S, the number of DDIM steps (reference 200)
                 eta:float=1.0,                  # η: 0 deterministic, 1 DDPM-like (reference 1.0)
-                generator:torch.Generator|None=None,  # seeds x_T and the per-step noise; its device is used
+                generator=None,                 # a torch.Generator, or one per row: seeds x_T and the per-step noise
                 x_T:torch.Tensor|None=None,     # the starting noise (else drawn from `generator`)
                 return_trajectory:bool=False,   # also return every z_τ and ẑ
                 set_alpha_to_one:bool=True,     # last step to ᾱ=1 (ours) or to ᾱ_0 (reference: False)
@@ -129,7 +141,7 @@ def ddim_sample(model_fn,                       # (z_t (B,...), t (B,) long) -> 
         z0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
         x = math.sqrt(a_prev) * z0 + math.sqrt(max(1 - a_prev - sigma ** 2, 0.0)) * eps
-        if eta > 0: x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
+        if eta > 0: x = x + sigma * randn_rows(x.shape, generator, x.device)
         if return_trajectory: traj['t'].append(t); traj['x'].append(x.cpu()); traj['z0'].append(z0.cpu())
     if not return_trajectory: return x
     return x, dict(t=torch.tensor(traj['t']), x=torch.stack(traj['x']), z0=torch.stack(traj['z0']))
@@ -147,7 +159,7 @@ def gaussian_eps_model(schedule:Schedule, mean:float=0.0, std:float=1.0):
 def dpmpp_2m_sample(model_fn, schedule:Schedule, shape:tuple,
                     steps:int=20,                   # number of model evaluations
                     eta:float=0.0,                  # unused (the solver is deterministic); kept for a common signature
-                    generator:torch.Generator|None=None,
+                    generator=None,                 # a torch.Generator, or one per row (draws x_T)
                     x_T:torch.Tensor|None=None,
                     return_trajectory:bool=False,
                     device=None,

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_evaluate.ipynb #0031dde7
 from __future__ import annotations
-import math, os, re, shutil, time
+import json, math, os, re, shutil, time
 from pathlib import Path
 from typing import Mapping, Sequence
 import numpy as np
@@ -16,14 +16,16 @@ from .core import *
 from . import __version__
 
 # %% auto #0
-__all__ = ['PRED_COLUMNS', 'VARIANT_NAMES', 'METRICS', 'PAPER', 'PAPER_DELTA', 'PAPER_GEN', 'ABLATIONS', 'INCEPTION_FILE',
-           'INCEPTION_ENV', 'RANDCONV', 'GEN_ROW_NAMES', 'METHOD_NOTES', 'variant_name', 'order_variants',
-           'check_predictions', 'toy_predictions', 'bin_names', 'delta_bin', 'auroc', 'auprc', 'weighted_auroc_auprc',
-           'bootstrap_weights', 'percentile_ci', 'prediction_arrays', 'score_arrays', 'compute_metrics', 'gap_fraction',
-           'paired_difference', 'verdict', 'main_table', 'delta_table', 'average_rank', 'label_table', 'ablation_table',
-           'flatten_latents', 'frechet_distance', 'wasserstein_exact', 'sliced_wasserstein', 'perdim_wasserstein',
-           'find_inception_weights', 'fid_extractor', 'generation_notes', 'fid_score', 'generation_pairs',
-           'generation_table', 'case_study_figure', 'md_table', 'write_report', 'collect_notes', 'evaluate_predictions']
+__all__ = ['PRED_COLUMNS', 'VARIANT_NAMES', 'LINEAR', 'METRICS', 'VERDICT_SCHEMA', 'VERDICT_KEYS', 'PAPER', 'PAPER_DELTA',
+           'PAPER_GEN', 'ABLATIONS', 'INCEPTION_FILE', 'INCEPTION_ENV', 'RANDCONV', 'GEN_ROW_NAMES', 'METHOD_NOTES',
+           'variant_name', 'order_variants', 'check_predictions', 'toy_predictions', 'bin_names', 'delta_bin', 'auroc',
+           'auprc', 'weighted_auroc_auprc', 'bootstrap_weights', 'percentile_ci', 'prediction_arrays', 'score_arrays',
+           'compute_metrics', 'gap_fraction', 'paired_difference', 'verdict', 'json_safe', 'verdict_dict', 'auroc_mean',
+           'with_extra', 'write_verdict', 'difference_table', 'main_table', 'delta_table', 'average_rank',
+           'label_table', 'ablation_table', 'flatten_latents', 'frechet_distance', 'wasserstein_exact',
+           'sliced_wasserstein', 'perdim_wasserstein', 'find_inception_weights', 'fid_extractor', 'generation_notes',
+           'fid_score', 'generation_pairs', 'generation_table', 'case_study_figure', 'md_table', 'write_report',
+           'collect_notes', 'evaluate_predictions']
 
 # %% ../nbs/12_evaluate.ipynb #28f4db4f
 PRED_COLUMNS = ('variant', 'task', 'seed', 'split', 'sample_id', 'delta', 'label', 'y', 'p')
@@ -34,14 +36,18 @@ VARIANT_NAMES = {  # code name → name in the tables (paper's wording)
     'ddl_cxr_no_z0': 'DDL-CXR w/o z0 (LDM)', 'ddl_cxr_no_ehr_cond': 'DDL-CXR w/o E (LDM)',
     'ddl_cxr_no_contrastive': 'DDL-CXR w/o contrastive', 'ddl_cxr_no_aux': 'DDL-CXR w/o L_aux'}
 
+LINEAR = '_linear'   # suffix of a variant's linear readout (11_predict `readout_name`): 'last_cxr_linear', ...
+
 def variant_name(v:str)->str:
-    "Display name of a variant (unknown variants, e.g. baselines, keep their code name)"
+    "Display name of a variant; a linear readout is its variant's name + ' (linear)'; unknown variants keep their code name"
+    if v.endswith(LINEAR) and v not in VARIANT_NAMES: return f"{variant_name(v[:-len(LINEAR)])} (linear)"
     return VARIANT_NAMES.get(v, v)
 
 def order_variants(vs)->list:
-    "Known variants in the paper's order, then the others alphabetically"
+    "Known variants in the paper's order, then their linear readouts in the same order, then the others alphabetically"
     vs = list(dict.fromkeys(vs)); known = [v for v in VARIANT_NAMES if v in vs]
-    return known + sorted(v for v in vs if v not in VARIANT_NAMES)
+    lin = [v + LINEAR for v in VARIANT_NAMES if v + LINEAR in vs]
+    return known + lin + sorted(v for v in vs if v not in known and v not in lin)
 
 def check_predictions(preds:pd.DataFrame)->pd.DataFrame:
     "Validate the long prediction table; returns it with clean dtypes or raises a ValueError naming the problem"
@@ -270,24 +276,30 @@ def gap_fraction(model:float, base:float, oracle:float, min_gap:float=1e-9)->flo
     gap = oracle - base
     return float('nan') if gap <= min_gap else float((model - base) / gap)
 
-def paired_difference(preds:pd.DataFrame, a:str, b:str, task:str, metric:str='auprc', split:str='test',
-                      n_boot:int=1000, boot_seed:int=0, ci:float=0.95)->dict:
-    "Seed-mean metric of variant a minus b on their common samples, with a paired bootstrap CI"
-    d = check_predictions(preds); d = d[(d.split == split) & (d.task == task)]
+def _paired(d:pd.DataFrame, a:str, b:str, task:str, split:str, n_boot:int, boot_seed:int, ci:float)->dict:
+    "Both metrics' paired differences a − b on already-checked predictions `d` → {metric: dict(diff, ci_lo, ci_hi, n, dropped)}"
+    d = d[(d.split == split) & (d.task == task)]
     ga, gb = d[d.variant == a], d[d.variant == b]
     if len(ga) == 0 or len(gb) == 0: raise ValueError(f"no {split} {task} predictions for {a if len(ga) == 0 else b!r}")
     common = np.intersect1d(pd.unique(ga.sample_id), pd.unique(gb.sample_id))
     if len(common) == 0: raise ValueError(f"{a} and {b} share no samples")
     (_, la, Ya, Pa, *_), (_, lb, Yb, Pb, *_) = [prediction_arrays(g[g.sample_id.isin(common)]) for g in (ga, gb)]
     if la != lb or not (Ya == Yb).all(): raise ValueError(f"{a} and {b} disagree on the labels of their common samples")
-    j = METRICS.index(metric) if metric in METRICS else None
-    if j is None: raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     W = bootstrap_weights(len(common), n_boot, boot_seed)
-    def seedmean(Y, P, w):
-        au, ap = score_arrays(Y, P, w); return _nanmean(_nanmean(ap if metric == 'auprc' else au, 2), 0)
-    point = float(seedmean(Ya, Pa, None)[0] - seedmean(Yb, Pb, None)[0])
-    lo, hi, dropped = percentile_ci(seedmean(Ya, Pa, W) - seedmean(Yb, Pb, W), ci)
-    return dict(diff=point, ci_lo=lo, ci_hi=hi, n=len(common), dropped=dropped)
+    seedmean = lambda x: _nanmean(_nanmean(x, 2), 0)          # macro over labels, then mean over seeds → (B,)
+    (pa_au, pa_ap), (pb_au, pb_ap) = score_arrays(Ya, Pa), score_arrays(Yb, Pb)
+    (ba_au, ba_ap), (bb_au, bb_ap) = score_arrays(Ya, Pa, W), score_arrays(Yb, Pb, W)
+    out = {}
+    for metric, pa, pb, ba, bb in (('auprc', pa_ap, pb_ap, ba_ap, bb_ap), ('auroc', pa_au, pb_au, ba_au, bb_au)):
+        lo, hi, dropped = percentile_ci(seedmean(ba) - seedmean(bb), ci)
+        out[metric] = dict(diff=float(seedmean(pa)[0] - seedmean(pb)[0]), ci_lo=lo, ci_hi=hi, n=len(common), dropped=dropped)
+    return out
+
+def paired_difference(preds:pd.DataFrame, a:str, b:str, task:str, metric:str='auprc', split:str='test',
+                      n_boot:int=1000, boot_seed:int=0, ci:float=0.95)->dict:
+    "Seed-mean metric of variant a minus b on their common samples, with a paired bootstrap CI"
+    if metric not in METRICS: raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return _paired(check_predictions(preds), a, b, task, split, n_boot, boot_seed, ci)[metric]
 
 # %% ../nbs/12_evaluate.ipynb #8c413344
 def verdict(metrics:pd.DataFrame,              # from `compute_metrics`
@@ -330,6 +342,136 @@ def verdict(metrics:pd.DataFrame,              # from `compute_metrics`
         head += (f"; the paired-bootstrap 95% CI of the difference excludes 0 on {sig} of {total}." if preds is not None
                  else "; no paired CI computed.")
     return '\n'.join([head, ''] + lines)
+
+# %% ../nbs/12_evaluate.ipynb #1a2f6a0e
+VERDICT_SCHEMA = 'ddl_cxr.verdict/1'
+VERDICT_KEYS = ('schema', 'split', 'ci', 'n_boot', 'boot_seed', 'model', 'base', 'oracle', 'sizes', 'variants', 'n_seeds',
+                'results', 'delta')    # the computed keys; `extra` may not overwrite them
+
+def json_safe(x, what:str='value'):
+    "A JSON-serialisable copy: numpy scalars/arrays → Python, tuples → lists, NaN/inf → None; anything else is an error"
+    if isinstance(x, Mapping): return {str(k): json_safe(v, f"{what}.{k}") for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)): return [json_safe(v, f"{what}[{i}]") for i, v in enumerate(np.asarray(x, dtype=object) if isinstance(x, np.ndarray) else x)]
+    if isinstance(x, (bool, np.bool_)): return bool(x)
+    if isinstance(x, (int, np.integer)): return int(x)
+    if isinstance(x, (float, np.floating)): return float(x) if np.isfinite(x) else None
+    if x is None or isinstance(x, str): return x
+    if isinstance(x, Path): return str(x)
+    raise TypeError(f"{what}: {type(x).__name__} is not JSON-serialisable")
+
+def _diff_entry(d:dict|None)->dict|None:
+    if d is None: return None
+    lo, hi = d['ci_lo'], d['ci_hi']
+    return dict(diff=d['diff'], ci_lo=lo, ci_hi=hi, n=d['n'],
+                excludes_0=bool(np.isfinite(lo) and np.isfinite(hi) and (lo > 0 or hi < 0)))
+
+def _split_sizes(d:pd.DataFrame, split:str)->dict:
+    m = d[(d.split == split) & (d.task == 'mortality')]
+    if len(m) == 0:
+        p = d[d.split == split]
+        return dict(n=int(p.sample_id.nunique()) if len(p) else None, deaths=None)
+    y = m.groupby('sample_id').y.first()
+    return dict(n=int(len(y)), deaths=int(y.sum()))
+
+def _ckey(a:str, b:str, group:str)->str:
+    "Key of the comparison a − b: the fusion variants' code names, or for the readouts those of the variants they read"
+    cut = (lambda v: v[:-len(LINEAR)]) if group == 'linear' else (lambda v: v)
+    return f"{cut(a)}_minus_{cut(b)}"
+
+def _comparisons(d, groups:Mapping, task:str, split:str, n_boot:int, boot_seed:int, ci:float)->dict:
+    "{group: {a_minus_b: {metric: paired difference} or None}} for each group's (model, base, oracle): model − base, oracle − base"
+    present = set(d.variant[(d.split == split) & (d.task == task)])
+    return {g: {_ckey(a, b, g): _paired(d, a, b, task, split, n_boot, boot_seed, ci) if {a, b} <= present else None
+                for a in (m, o)} for g, (m, b, o) in groups.items()}
+
+def verdict_dict(metrics:pd.DataFrame,           # from `compute_metrics` (its split is the one judged)
+                 preds:pd.DataFrame,             # the predictions the metrics came from (paired bootstrap)
+                 model:str='ddl_cxr', base:str='last_cxr', oracle:str='oracle_cxr',
+                 n_boot:int=1000, boot_seed:int=0, ci:float=0.95,
+                 bins:Sequence|None=DELTA_BINS,  # δ bins of the mortality AUROC differences (None: no `delta`)
+                 extra:Mapping|None=None         # merged at the top level (e.g. seed, generation, ehr_reliance)
+                )->dict:
+    "The verdict's numbers as a JSON-safe dict: every variant's seed means, paired differences with CIs, gap closed, sizes, by δ"
+    d = check_predictions(preds)
+    split = str(metrics.split.iloc[0])
+    ov = metrics[metrics.scope == 'overall']
+    variants = order_variants(ov.variant)
+    groups = {'fusion': (model, base, oracle), 'linear': tuple(v + LINEAR for v in (model, base, oracle))}
+    results = {}
+    for task in TASKS:
+        if task not in set(ov.task): continue
+        cmp = _comparisons(d, groups, task, split, n_boot, boot_seed, ci)
+        results[task] = {}
+        for metric in METRICS:
+            x = ov[(ov.task == task) & (ov.metric == metric)].set_index('variant')
+            r = {k: {v: x.loc[v, k] for v in order_variants(x.index)} for k in ('mean', 'sd', 'ci_lo', 'ci_hi')}
+            for g, (m, b, o) in groups.items():
+                e = {k: _diff_entry(v[metric] if v else None) for k, v in cmp[g].items()}
+                mean = lambda v: x.loc[v, 'mean'] if v in x.index else np.nan
+                e['gap_closed'] = gap_fraction(mean(m), mean(b), mean(o))
+                r[g] = e
+            results[task][metric] = r
+    delta = None
+    if bins is not None and 'mortality' in set(ov.task):
+        dm = d[(d.task == 'mortality') & (d.split == split)]
+        first = dm.groupby('sample_id')[['delta', 'y']].first()
+        b = np.asarray(delta_bin(first.delta.to_numpy(), bins))
+        delta = {'bins': bin_names(bins)}
+        for name in bin_names(bins):
+            ids = first.index[b == name]
+            e = dict(n=int(len(ids)), deaths=int(first.y[b == name].sum()))
+            sub = dm[dm.sample_id.isin(ids)]
+            cmp = _comparisons(sub, groups, 'mortality', split, n_boot, boot_seed, ci) if len(ids) else                   {g: {_ckey(a, bb, g): None for a in (m, o)} for g, (m, bb, o) in groups.items()}
+            for g, (m, bb, o) in groups.items():
+                gr = {k: _diff_entry(v['auroc'] if v else None) for k, v in cmp[g].items()}
+                gr['gap_closed'] = gap_fraction(*(auroc_mean(sub, v) for v in (m, bb, o)))
+                e[g] = gr
+            delta[name] = e
+    out = dict(schema=VERDICT_SCHEMA, split=split, ci=ci, n_boot=n_boot, boot_seed=boot_seed, model=model, base=base,
+               oracle=oracle, sizes={s: _split_sizes(d, s) for s in ('test', 'validate')}, variants=variants,
+               n_seeds={v: int(ov[ov.variant == v].n_seeds.max()) for v in variants}, results=results, delta=delta)
+    return with_extra(json_safe(out, 'verdict'), extra)
+
+def auroc_mean(d:pd.DataFrame, variant:str)->float:
+    "Seed-mean AUROC of one variant's rows in `d` (one label: mortality); NaN when absent or of one class"
+    g = d[d.variant == variant]
+    a = [auroc(s.y, s.p) for _, s in g.groupby('seed')]
+    return float(np.mean(a)) if a and np.isfinite(a).all() else float('nan')
+
+def with_extra(vd:Mapping, extra:Mapping|None)->dict:
+    "A copy of a verdict dict with `extra` merged at the top level (JSON-safe); overwriting a computed key is an error"
+    out = dict(vd)
+    if not extra: return out
+    clash = sorted(set(extra) & set(VERDICT_KEYS))
+    if clash: raise ValueError(f"extra may not overwrite the verdict's own key(s) {clash}")
+    out.update(json_safe(dict(extra), 'extra'))
+    return out
+
+def write_verdict(workdir, vd:Mapping, filename:str='verdict.json')->Path:
+    "Write a verdict dict as strict JSON (no NaN), atomically; returns its path"
+    path = Path(workdir) / filename
+    atomic_write_text(path, json.dumps(json_safe(vd, 'verdict'), indent=1, allow_nan=False, ensure_ascii=False))
+    return path
+
+def difference_table(vd:Mapping)->pd.DataFrame:
+    "The paired differences of a verdict dict as a table: one row per comparison, 'diff [CI]' and the gap closed per task × metric"
+    rows = {}
+    for task, r in vd['results'].items():
+        for metric, x in r.items():
+            for g in ('fusion', 'linear'):
+                for k, e in x[g].items():
+                    if k == 'gap_closed': continue
+                    a, b = k.split('_minus_')
+                    name = f"{variant_name(a)} − {variant_name(b)}" + (' (linear)' if g == 'linear' else '')
+                    cell = '–' if e is None else f"{e['diff']:+.3f} [{_num(e['ci_lo'])}, {_num(e['ci_hi'])}]" + (' *' if e['excludes_0'] else '')
+                    rows.setdefault(name, {})[f"{task} {metric.upper()}"] = cell
+                gname = f"gap closed{' (linear)' if g == 'linear' else ''}"
+                rows.setdefault(gname, {})[f"{task} {metric.upper()}"] = '–' if x[g]['gap_closed'] is None else f"{x[g]['gap_closed']:.0%}"
+    df = pd.DataFrame.from_dict(rows, orient='index').fillna('–'); df.index.name = 'paired difference'
+    return df
+
+def _num(x)->str: return 'n/a' if x is None else f"{x:+.3f}"
+
 
 # %% ../nbs/12_evaluate.ipynb #60c33904
 PAPER = {  # (variant, task) → {metric: (mean, sd or None)}; METHOD.md §9
@@ -686,8 +828,10 @@ def write_report(workdir,                    # where report.md, its figures and 
                  notes=None,                 # str or list of str
                  verdict:str|None=None,      # from `verdict`; the report says plainly when it is missing
                  title:str='DDL-CXR evaluation report',
-                 filename:str='report.md')->Path:
-    "Write one markdown report with every table and figure (PNGs beside it), atomically; returns its path"
+                 filename:str='report.md',
+                 verdict_json:Mapping|None=None  # from `verdict_dict` (+ `with_extra`): written as verdict.json beside the report
+                )->Path:
+    "Write one markdown report with every table and figure (PNGs beside it), and verdict.json, atomically; returns the report's path"
     import matplotlib.pyplot as plt
     wd = Path(workdir); wd.mkdir(parents=True, exist_ok=True)
     notes = [notes] if isinstance(notes, str) else list(notes or [])
@@ -719,6 +863,7 @@ def write_report(workdir,                    # where report.md, its figures and 
                 with atomic_path(png) as tmp: f.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
             parts += [f"### {name}", '', f"![{name}]({png.name})", '']
     if notes: parts += ['## Notes', ''] + [f"- {n}" for n in notes] + ['']
+    if verdict_json is not None: write_verdict(wd, verdict_json)
     out = wd / filename
     atomic_write_text(out, '\n'.join(parts))
     return out
@@ -742,8 +887,8 @@ def collect_notes(metrics:pd.DataFrame)->list:
     return out
 
 def evaluate_predictions(preds:pd.DataFrame, split:str='test', n_boot:int=1000, boot_seed:int=0, ci:float=0.95,
-                         bins:Sequence|None=DELTA_BINS)->dict:
-    "Metrics, tables, notes and verdict from the long prediction table → dict(metrics, tables, notes, verdict)"
+                         bins:Sequence|None=DELTA_BINS, extra:Mapping|None=None)->dict:
+    "Metrics, tables, notes, verdict and its numbers from the long prediction table → dict(metrics, tables, notes, verdict, verdict_json)"
     m = compute_metrics(preds, split, n_boot, boot_seed, ci, bins)
     tables = {f"Prediction ({split}): mean ± SD over seeds [bootstrap 95% CI]": main_table(m)}
     tasks = set(m.task)
@@ -757,5 +902,8 @@ def evaluate_predictions(preds:pd.DataFrame, split:str='test', n_boot:int=1000, 
         for metric in METRICS:
             tables[f"Phenotype {metric.upper()} per label, with average rank (paper Tables 3, 11, 12)"] = label_table(m, metric)
     if len(set(ABLATIONS) & set(m.variant)) >= 2: tables["Ablations (paper Table 5)"] = ablation_table(m)
+    vd = verdict_dict(m, preds, n_boot=n_boot, boot_seed=boot_seed, ci=ci, bins=bins, extra=extra)
+    tables[f"Paired differences ({split}): seed-mean difference [paired bootstrap {ci:.0%} CI], * = the CI excludes 0"] = \
+        difference_table(vd)
     return dict(metrics=m, tables=tables, notes=list(METHOD_NOTES) + collect_notes(m),
-                verdict=verdict(m, preds, n_boot=n_boot, boot_seed=boot_seed))
+                verdict=verdict(m, preds, n_boot=n_boot, boot_seed=boot_seed), verdict_json=vd)

@@ -17,12 +17,14 @@ from .core import *
 from .ehr_encoder import EHREncoder
 from .unet import UNet
 from .diffusion import Schedule, q_sample, snr_weight, SAMPLERS
+import pandas as pd
 
 # %% auto #0
-__all__ = ['sq_err', 'contrastive_norm', 'contrastive_elementwise', 'perturb_context', 'lambda_ramp', 'DDLCXR', 'LDMLoss',
+__all__ = ['NEGATIVES', 'LR_SCHEDULES', 'Z1_REDUCTIONS', 'sq_err', 'contrastive_norm', 'contrastive_elementwise',
+           'perturb_context', 'shuffle_context', 'negative_context', 'lambda_ramp', 'eps_prior', 'DDLCXR', 'LDMLoss',
            'LambdaRamp', 'EMA', 'FixedValidationDraws', 'LossParts', 'ema_state_dict', 'SelectBest', 'Checkpoint',
-           'load_checkpoint', 'ldm_learner', 'train_ldm', 'load_ldm', 'toy_ldm_data', 'generate_z1', 'save_z1',
-           'load_z1']
+           'load_checkpoint', 'lr_schedule_cbs', 'ldm_epochs', 'ldm_learner', 'train_ldm', 'load_ldm', 'toy_ldm_data',
+           'ehr_reliance', 'generate_z1', 'save_z1', 'load_z1']
 
 # %% ../nbs/10_ldm.ipynb #2414904b
 def sq_err(eps:torch.Tensor, eps_hat:torch.Tensor)->torch.Tensor:
@@ -43,6 +45,28 @@ def perturb_context(tokens:torch.Tensor, beta:float=0.5, delta:torch.Tensor|None
     delta = torch.randn_like(tokens) if delta is None else delta.to(tokens)
     return (1 - beta) * tokens + beta * delta
 
+NEGATIVES = ('perturb', 'shuffle', 'both')
+
+def shuffle_context(tokens:torch.Tensor, token_mask:torch.Tensor, generator:torch.Generator|None=None)->tuple:
+    "Another patient's EHR for every row: the batch rolled by a random offset in 1..B-1, so no row keeps its own (B ≥ 2)"
+    B = tokens.shape[0]
+    if B < 2: raise ValueError(f"another patient's EHR needs a batch of at least 2 rows, got {B}")
+    k = int(torch.randint(1, B, (1,), generator=generator))
+    idx = (torch.arange(B) + k) % B
+    return tokens[idx.to(tokens.device)], token_mask[idx.to(token_mask.device)]
+
+def negative_context(tokens:torch.Tensor, token_mask:torch.Tensor, kind:str='perturb', beta:float=0.5,
+                     generator:torch.Generator|None=None)->tuple:
+    "The contrastive negative (Ẽ, mask): 'perturb' (1−β)E+βδ; 'shuffle' another row's EHR; 'both' a random half each"
+    if kind not in NEGATIVES: raise ValueError(f"unknown negative {kind!r}; choose one of {NEGATIVES}")
+    g, B = generator, tokens.shape[0]
+    pert = lambda: perturb_context(tokens, beta, torch.randn(tokens.shape, generator=g) if g is not None else None)
+    if kind == 'perturb' or B < 2: return pert(), token_mask     # a batch of one has no other patient
+    sh, sm = shuffle_context(tokens, token_mask, g)
+    if kind == 'shuffle': return sh, sm
+    sel = (torch.rand(B, generator=g) < 0.5).to(tokens.device)
+    return torch.where(sel[:, None, None], pert(), sh), torch.where(sel[:, None], token_mask, sm)
+
 def lambda_ramp(epoch:int, it:int, n_iter:int, n_epochs:int, reference:bool=False)->float:
     "λ1: ours rises linearly per step from 0 (first step) to 1 (last step); the reference's is epoch/n_epochs"
     if reference: return epoch / n_epochs
@@ -50,6 +74,12 @@ def lambda_ramp(epoch:int, it:int, n_iter:int, n_epochs:int, reference:bool=Fals
     return 1.0 if total <= 0 else min(1.0, (epoch * n_iter + it) / total)
 
 # %% ../nbs/10_ldm.ipynb #6c6ab251
+def eps_prior(schedule:Schedule, z_t:torch.Tensor, t:torch.Tensor, z0:torch.Tensor|None=None, std:float=1.0)->torch.Tensor:
+    "E[ε | z_t] when z1 ~ N(z0, std² I) (z0=None: N(0, std² I)): √(1-ᾱ)(z_t − √ᾱ z0) / (ᾱ std² + 1 − ᾱ)"
+    a = schedule.alphas_cumprod.to(z_t.device)[t.long()].to(z_t.dtype).view(-1, *([1] * (z_t.ndim - 1)))
+    mu = 0. if z0 is None else a.sqrt() * z0
+    return (1 - a).sqrt() * (z_t - mu) / (a * std ** 2 + 1 - a)
+
 class DDLCXR(nn.Module):
     "EHR encoder + conditional UNet + schedule: the trainable part of the LDM (the VAE stays outside, frozen)"
     def __init__(self, cfg:Config):
@@ -60,12 +90,19 @@ class DDLCXR(nn.Module):
         self.unet = UNet(cfg.unet, z_channels=z_ch, context_dim=cfg.encoder.d_model, refcode=cfg.refcode)
         self.schedule = Schedule(cfg.diffusion.timesteps, cfg.diffusion.beta_start, cfg.diffusion.beta_end)
         self.use_contrastive = cfg.ldm.use_contrastive and cfg.unet.cross_attention and cfg.ldm.contrastive_weight > 0
+        if cfg.ldm.negative not in NEGATIVES: raise ValueError(f"unknown ldm.negative {cfg.ldm.negative!r}; choose one of {NEGATIVES}")
         self.gen = None                                  # a torch.Generator for reproducible validation draws
 
+    @property
+    def skip(self)->bool: return self.cfg.ldm.eps_skip and not self.cfg.refcode.plain_eps
+
     def eps_model(self, z_t, t, z0, tokens, token_mask):
-        return self.unet(z_t, t, z0 if self.cfg.unet.concat_z0 else None,
-                         tokens if self.cfg.unet.cross_attention else None,
-                         token_mask if self.cfg.unet.cross_attention else None)
+        "ε̂(z_t, t, z0, E): the UNet, plus the Gaussian skip `eps_prior` when `ldm.eps_skip`"
+        out = self.unet(z_t, t, z0 if self.cfg.unet.concat_z0 else None,
+                        tokens if self.cfg.unet.cross_attention else None,
+                        token_mask if self.cfg.unet.cross_attention else None)
+        if not self.skip: return out
+        return out + eps_prior(self.schedule, z_t, t, z0 if self.cfg.unet.concat_z0 else None, self.cfg.ldm.skip_std)
 
     def forward(self, z0, z1, ehr, mask):
         B, dev = z1.shape[0], z1.device
@@ -78,9 +115,9 @@ class DDLCXR(nn.Module):
         eps_pos = self.eps_model(z_t, t, z0, tokens, tmask)
         eps_neg = None
         if self.use_contrastive:
-            delta = torch.randn(tokens.shape, generator=g) if g is not None else None
-            neg = perturb_context(tokens, self.cfg.ldm.perturb_beta, delta)
-            eps_neg = self.eps_model(z_t, t, z0, neg, tmask)
+            kind = 'perturb' if self.cfg.refcode.perturb_negative else self.cfg.ldm.negative
+            neg, nmask = negative_context(tokens, tmask, kind, self.cfg.ldm.perturb_beta, g)
+            eps_neg = self.eps_model(z_t, t, z0, neg, nmask)
         return dict(eps=eps, eps_pos=eps_pos, eps_neg=eps_neg, t=t, aux=self.encoder.aux_logits(cls))
 
 # %% ../nbs/10_ldm.ipynb #d5b1dc69
@@ -223,6 +260,25 @@ def load_checkpoint(learn, path)->int:
     return learn.resume_from
 
 # %% ../nbs/10_ldm.ipynb #2a635500
+LR_SCHEDULES = ('constant', 'cosine')
+
+def lr_schedule_cbs(cfg:Config)->list:
+    "fastai callbacks for `cfg.ldm.lr_schedule`: none (constant, paper) or linear warm-up over `warmup` then cosine to 0"
+    from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
+    s, lr, w = cfg.ldm.lr_schedule, cfg.ldm.lr, cfg.ldm.warmup
+    if s not in LR_SCHEDULES: raise ValueError(f"unknown ldm.lr_schedule {s!r}; choose one of {LR_SCHEDULES}")
+    if s == 'constant' or cfg.refcode.constant_lr: return []
+    if not 0 <= w < 1: raise ValueError(f"ldm.warmup must be in [0, 1), got {w}")
+    sched = SchedCos(lr, 0.) if w == 0 else combine_scheds([w, 1 - w], [SchedLin(lr / 100, lr), SchedCos(lr, 0.)])
+    return [ParamScheduler({'lr': sched})]
+
+def ldm_epochs(cfg:Config, n_batches:int)->int:
+    "Epochs to train: `ldm.epochs`, or enough whole epochs of `n_batches` steps for `ldm.steps` optimizer steps"
+    if cfg.ldm.steps < 0: raise ValueError(f"ldm.steps must be ≥ 0, got {cfg.ldm.steps}")
+    if cfg.ldm.steps == 0: return cfg.ldm.epochs
+    if n_batches < 1: raise ValueError("the training loader has no batch")
+    return math.ceil(cfg.ldm.steps / n_batches)
+
 def ldm_learner(dls, cfg:Config, workdir=None, cbs=None)->Learner:
     "A fastai Learner for the contrastive LDM"
     from fastai.optimizer import OptimWrapper
@@ -235,14 +291,14 @@ def ldm_learner(dls, cfg:Config, workdir=None, cbs=None)->Learner:
               ([LossParts('aux_bce')] if cfg.ldm.use_aux else [])
     learn = Learner(dls, model, loss_func=LDMLoss(cfg, model.schedule), opt_func=opt, splitter=splitter, lr=cfg.ldm.lr,
                     metrics=metrics, path=workdir or '.', model_dir='.',
-                    cbs=[LambdaRamp(cfg.refcode.epoch_ramp), EMA(cfg.ldm.ema_decay), FixedValidationDraws(cfg.ldm.seed)] + (cbs or []))
+                    cbs=[LambdaRamp(cfg.refcode.epoch_ramp), EMA(cfg.ldm.ema_decay), FixedValidationDraws(cfg.ldm.seed)] + lr_schedule_cbs(cfg) + (cbs or []))
     if dls.device is not None and torch.device(dls.device).type == 'cuda': learn.to_fp16()
     return learn
 
 def train_ldm(dls, cfg:Config, workdir, n_epochs:int|None=None, stop_after:int|None=None, progress:bool=True)->Learner:
     "Train (or resume) the LDM in `workdir`: `ldm_last.pth` after every epoch, the selected model in `ldm.pth`"
     workdir = Path(workdir); workdir.mkdir(parents=True, exist_ok=True)
-    n_epochs = n_epochs or cfg.ldm.epochs
+    n_epochs = n_epochs or ldm_epochs(cfg, len(dls.train))
     monitor = 'eps_mse' if cfg.refcode.select_ema_mse else 'valid_loss'
     last = workdir/'ldm_last.pth'
     learn = ldm_learner(dls, cfg, workdir, cbs=[SelectBest(workdir/'ldm.pth', monitor), Checkpoint(last, stop_after)])
@@ -260,6 +316,7 @@ def load_ldm(path, device='cpu')->DDLCXR:
 # %% ../nbs/10_ldm.ipynb #6cca9f5c
 def toy_ldm_data(n:int=64, cfg:Config|None=None, seed:int=0)->dict:
     "A toy LDM problem (latents, EHR windows, labels) in the shapes of `cfg` — for tests and demos"
+    from ddl_cxr.data import LatentStore
     cfg = cfg or get_config('tiny')
     rng = np.random.default_rng(seed)
     h = cfg.image.size // 2 ** (len(cfg.vae.ch_mult) - 1)
@@ -276,15 +333,60 @@ def toy_ldm_data(n:int=64, cfg:Config|None=None, seed:int=0)->dict:
     mean = np.concatenate([z0, z1]); logvar = np.full_like(mean, -6.0)
     return dict(pairs=pairs, ehr=ehr, latents=LatentStore(ids, mean, logvar), k=k)
 
-# %% ../nbs/10_ldm.ipynb #9a2478e4
+# %% ../nbs/10_ldm.ipynb #5021d89d
 @torch.no_grad()
-def generate_z1(model:DDLCXR, dl, sample_ids, cfg:Config, n_samples:int=1, seed:int=0, device='cpu',
-                sampler:str|None=None, steps:int|None=None, eta:float|None=None)->dict:
-    "ẑ1 (n_samples,4,h,w) for every sample id, in the order of the (unshuffled) loader `dl` over (z0, ehr, mask)"
+def ehr_reliance(model:DDLCXR, dl, ts=(20, 100, 300, 500), seed:int=0, device='cpu')->pd.DataFrame:
+    "ε-MSE at each t with the patient's own EHR, another patient's and none; paired differences with their SE"
     model = model.eval().to(device)
-    sampler, steps = sampler or cfg.diffusion.sampler, steps or cfg.diffusion.sample_steps
-    eta = cfg.diffusion.eta if eta is None else eta
+    ts = [int(t) for t in ts]
+    if not ts or any(not 0 <= t < model.schedule.T for t in ts):
+        raise ValueError(f"ts must be timesteps in [0, {model.schedule.T - 1}], got {ts}")
+    sch, acc = model.schedule.to(device), {t: ([], [], []) for t in ts}
+    for bi, b in enumerate(dl):                       # (z0, z1, ehr, mask, ...) as `collate_ldm`
+        z0, z1, ehr, mask = (x.to(device) for x in b[:4])
+        if len(z0) < 2: continue                      # a batch of one has no other patient
+        g = torch.Generator().manual_seed(stable_seed(seed, bi))
+        _, tok, tm = model.encoder(ehr, mask)
+        _, tok0, tm0 = model.encoder(ehr[:, :0], mask[:, :0])
+        ctx = (tok, tm), shuffle_context(tok, tm, g), (tok0, tm0)
+        for t in ts:
+            eps = torch.randn(z1.shape, generator=g).to(z1)
+            z_t, tt = q_sample(sch, z1, t, eps), torch.full((len(z1),), t, device=device)
+            for a, (c, cm) in zip(acc[t], ctx): a.append(sq_err(eps, model.eps_model(z_t, tt, z0, c, cm)).float().cpu())
+    if not acc[ts[0]][0]: raise ValueError("the loader gave no batch of at least 2 pairs")
+    rows = []
+    for t in ts:
+        own, sh, no = (torch.cat(a).double() for a in acc[t])
+        se = lambda x: (x.std() / math.sqrt(len(x))).item() if len(x) > 1 else float('nan')
+        rows.append(dict(t=t, n=len(own), mse_own=own.mean().item(), mse_shuffled=sh.mean().item(), mse_none=no.mean().item(),
+                         diff=(sh - own).mean().item(), se=se(sh - own), diff_none=(no - own).mean().item(), se_none=se(no - own)))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/10_ldm.ipynb #9a2478e4
+Z1_REDUCTIONS = ('none', 'mean')
+
+def _gen_settings(cfg:Config, sampler, steps, eta, n_samples, reduce)->tuple:
+    rs = cfg.refcode.reference_sampling
+    sampler = sampler or ('ddim' if rs else cfg.diffusion.sampler)
+    steps = steps or cfg.diffusion.sample_steps
+    eta = (1.0 if rs else cfg.diffusion.eta) if eta is None else eta
+    n_samples = (1 if rs else cfg.ldm.n_gen_samples) if n_samples is None else n_samples
+    reduce = ('none' if rs else cfg.ldm.gen_reduce) if reduce is None else reduce
     if sampler not in SAMPLERS: raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    if reduce not in Z1_REDUCTIONS: raise ValueError(f"unknown reduction {reduce!r}; choose one of {Z1_REDUCTIONS}")
+    if n_samples < 1: raise ValueError(f"n_samples must be ≥ 1, got {n_samples}")
+    return sampler, steps, eta, n_samples, reduce
+
+@torch.no_grad()
+def generate_z1(model:DDLCXR, dl, sample_ids, cfg:Config,
+                n_samples:int|None=None,    # draws per sample (default `ldm.n_gen_samples`)
+                seed:int=0, device='cpu',
+                sampler:str|None=None, steps:int|None=None, eta:float|None=None,  # default `cfg.diffusion`
+                reduce:str|None=None        # 'none': (n_samples,C,h,w); 'mean': (1,C,h,w), the draws' mean (default `ldm.gen_reduce`)
+               )->dict:
+    "ẑ1 for every sample id, in the order of the (unshuffled) loader `dl` over (z0, ehr, mask); each sample's noise is seeded by its own id"
+    model = model.eval().to(device)
+    sampler, steps, eta, n_samples, reduce = _gen_settings(cfg, sampler, steps, eta, n_samples, reduce)
     sch = model.schedule.to(device); out, pos = {}, 0
     sample_ids = list(sample_ids)
     for z0, ehr, mask in dl:
@@ -292,13 +394,15 @@ def generate_z1(model:DDLCXR, dl, sample_ids, cfg:Config, n_samples:int=1, seed:
         cls, tokens, tmask = model.encoder(ehr, mask)
         fn = lambda z_t, t: model.eps_model(z_t, t, z0, tokens, tmask)
         ids = sample_ids[pos:pos + len(z0)]; pos += len(z0)
+        if len(ids) < len(z0): raise ValueError(f"the loader gave more samples than the {len(sample_ids)} ids")
         zs = []
         for s in range(n_samples):
-            g = torch.Generator(device=device).manual_seed(stable_seed(seed, s, str(ids[0])))
+            gens = [torch.Generator(device=device).manual_seed(stable_seed(seed, s, str(i))) for i in ids]
             kw = dict(set_alpha_to_one=not cfg.refcode.ddim_alpha0_last) if sampler == 'ddim' else {}
-            z = SAMPLERS[sampler](fn, sch, tuple(z0.shape), steps=steps, eta=eta, generator=g, **kw)
+            z = SAMPLERS[sampler](fn, sch, tuple(z0.shape), steps=steps, eta=eta, generator=gens, **kw)
             zs.append(z.float().cpu())
         z = torch.stack(zs, 1)
+        if reduce == 'mean': z = z.mean(1, keepdim=True)
         for i, k in enumerate(ids): out[k] = z[i].numpy()
     if pos != len(sample_ids): raise ValueError(f"the loader gave {pos} samples for {len(sample_ids)} ids")
     return out
@@ -310,7 +414,7 @@ def save_z1(path, z1:dict):
         with open(tmp, 'wb') as f: np.savez(f, ids=np.array([str(i) for i in ids]), z1=np.stack([z1[i] for i in ids]))
 
 def load_z1(path, sample:int|None=0)->dict:
-    "ẑ1 by sample id (as stored: str); `sample` picks one of several draws, None keeps them all"
+    "ẑ1 by sample id (as stored: str); `sample` picks one of several draws (0: the mean under gen_reduce='mean'), None keeps them all"
     with np.load(path) as f:
         ids, z = f['ids'], f['z1']
     return {k: (v if sample is None else v[sample]) for k, v in zip(ids.tolist(), z)}

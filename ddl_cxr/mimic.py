@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_mimic.ipynb #ed8737b9
 from __future__ import annotations
-import os, re, json, time, math, tempfile, shutil, csv, gzip
+import os, re, json, time, math, tempfile, shutil, csv, gzip, zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
@@ -15,9 +15,10 @@ from .core import PHENOTYPE_LABELS, resource_path, atomic_path, atomic_save_json
 
 # %% auto #0
 __all__ = ['TABLE_DIRS', 'MIMIC_DIALECT', 'STAY_COLUMNS', 'N_VARIABLES', 'EVENT_TIME', 'REQUIRED_EVENT_TABLES', 'SCAN_ERRORS',
-           'EVENT_TYPES', 'FATES', 'find_table', 'table_columns', 'read_table', 'write_tiny_mimic', 'extract_stays',
-           'load_ccs_definitions', 'phenotype_labels', 'load_item_map', 'all_item_ids', 'load_ranges',
-           'discretizer_channels', 'count_rows', 'extract_events', 'write_synthetic_mimic', 'extract', 'load_extract']
+           'EVENT_TYPES', 'FATES', 'find_table', 'check_memory_limit', 'table_columns', 'read_table',
+           'write_tiny_mimic', 'extract_stays', 'load_ccs_definitions', 'phenotype_labels', 'load_item_map',
+           'all_item_ids', 'load_ranges', 'discretizer_channels', 'count_rows', 'unreadable_table', 'extract_events',
+           'write_synthetic_mimic', 'extract', 'load_extract']
 
 # %% ../nbs/02_mimic.ipynb #b5b3f42c
 TABLE_DIRS = {'patients': ('hosp', 'core'), 'admissions': ('hosp', 'core'), 'transfers': ('hosp', 'core'),
@@ -38,7 +39,17 @@ def find_table(mimic_dir, name:str, required:bool=True)->Path|None:
         raise FileNotFoundError(f"MIMIC table {name!r} not found under {mimic_dir} (looked for {where})")
     return None
 
+_SIZE = re.compile(r'\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*', re.IGNORECASE)
+
+def check_memory_limit(memory_limit:str|None)->str|None:
+    "A DuckDB memory limit such as '8GB' or '512MiB' (None: DuckDB's default); anything else is a ValueError"
+    if memory_limit is None: return None
+    if not isinstance(memory_limit, str) or not _SIZE.fullmatch(memory_limit):
+        raise ValueError(f"memory limit must be a size such as 8GB or 512MB, got {memory_limit!r}")
+    return memory_limit.strip()
+
 def _con(threads:int|None=None, memory_limit:str|None=None)->duckdb.DuckDBPyConnection:
+    memory_limit = check_memory_limit(memory_limit)      # checked before it reaches SQL
     con = duckdb.connect()
     n = (threads or int(os.environ.get('DDL_CXR_DUCKDB_THREADS', 0) or 0) or int(os.environ.get('OMP_NUM_THREADS', 0) or 0)
          or (os.cpu_count() or 1))    # the project's thread policy: argument, then env, then every core
@@ -402,6 +413,18 @@ def _count_items(con, path, typed:bool=True)->dict:
         f'SELECT trim("{cm["itemid"]}"), count(*) FROM {_csv(path)} GROUP BY 1').fetchall()}
 
 # %% ../nbs/02_mimic.ipynb #7d47573d
+def unreadable_table(path, e:Exception)->ValueError:
+    "A one-line error for an event table that cannot be read: the file, the line where it applies, and what to do"
+    msg = str(e)
+    if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)) or 'gzip' in msg.lower():
+        return ValueError(f"{path}: the gzip stream ends early or is corrupt (a truncated download?); "
+                          "re-download the file (`gzip -t` checks it)")
+    line = re.search(r'CSV Error on Line: (\d+)', msg)
+    cols = re.search(r'Expected Number of Columns: (\d+) Found: (\d+)', msg)
+    what = f"expected {cols.group(1)} columns, found {cols.group(2)}" if cols else msg.splitlines()[0][:160]
+    return ValueError(f"{path}{f', line {line.group(1)}' if line else ''}: {what} (a row cut mid-line or a malformed "
+                      "file); repair or re-download the file")
+
 def _fate_sql(apply_ranges:bool, ref_cleaning:bool)->str:
     rng = "(v < r.lo OR v > r.hi)" if apply_ranges else "FALSE"
     num_like = f"(NOT categorical OR vid = {_vid('Capillary refill rate')})"
@@ -512,13 +535,15 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
         for tb, path, ids in parts:     # typed scan first; a value that does not parse sends the table to the text scan
             r = next(x for x in reports if x['table'] == tb)
             try:
-                con.execute(f"CREATE OR REPLACE TEMP VIEW ev AS {_scan_sql(con, path, tb, ids, True)}")
-                con.execute(f"{'INSERT INTO fated' if tb != parts[0][0] else 'CREATE TEMP TABLE fated AS'} {fsql}")
-                r['scan'] = 'typed'
-            except SCAN_ERRORS as e:
-                con.execute(f"CREATE OR REPLACE TEMP VIEW ev AS {_scan_sql(con, path, tb, ids, False)}")
-                con.execute(f"{'INSERT INTO fated' if tb != parts[0][0] else 'CREATE OR REPLACE TEMP TABLE fated AS'} {fsql}")
-                r['scan'] = 'text'; r['scan_fallback_reason'] = str(e).splitlines()[0][:200]
+                try:
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW ev AS {_scan_sql(con, path, tb, ids, True)}")
+                    con.execute(f"{'INSERT INTO fated' if tb != parts[0][0] else 'CREATE TEMP TABLE fated AS'} {fsql}")
+                    r['scan'] = 'typed'
+                except SCAN_ERRORS as e:
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW ev AS {_scan_sql(con, path, tb, ids, False)}")
+                    con.execute(f"{'INSERT INTO fated' if tb != parts[0][0] else 'CREATE OR REPLACE TEMP TABLE fated AS'} {fsql}")
+                    r['scan'] = 'text'; r['scan_fallback_reason'] = str(e).splitlines()[0][:200]
+            except (duckdb.IOException, *SCAN_ERRORS) as e: raise unreadable_table(path, e) from None
             n_now = int(con.execute("SELECT count(*) FROM fated WHERE NOT extra").fetchone()[0])
             r['rows_item_used'], n_used = n_now - n_used, n_now       # rows of this table's mapped item ids
         if not parts:
@@ -527,7 +552,8 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
         known = all_item_ids(item_map)
         for r in reports:               # every row of every table: used, or of another item id (counted, not lost)
             if r['table'] not in counting: continue
-            got = counting[r['table']].result()
+            try: got = counting[r['table']].result()
+            except (EOFError, OSError, zlib.error) as e: raise unreadable_table(r['path'], e) from None
             if count_items:
                 mine = set(map(str, imap.itemid[imap.linksto == r['table']]))
                 r['rows_scanned'] = int(sum(got.values()))
@@ -541,6 +567,9 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
                 raise RuntimeError(f"{r['path']}: {r['rows_scanned']} rows counted but {r['rows_item_used']} scanned")
             if log: log(f"[events] counted {r['table']}: {r['rows_scanned']} rows in {timing[f'count_' + r['table']]} s")
 
+        empty = [r['path'] for r in reports if r.get('rows_scanned') == 0]
+        warnings = [f"{p} has a header and no rows: nothing is extracted from it" for p in empty]
+        for w in warnings: (log or print)(f"[events] warning: {w}")
         if log: log(f"[events] scanned and cleaned {tables} in {timing['scan_clean']} s")
         t1 = time.time()
         agg = con.execute("SELECT c.variable, fate, count(*), count(*) FILTER (WHERE from_valuenum) "
@@ -581,7 +610,7 @@ def extract_events(mimic_dir,                   # MIMIC-IV root (v1.0 or v2.x)
                                     threads=int(con.execute("SELECT current_setting('threads')").fetchone()[0]),
                                     memory_limit=con.execute("SELECT current_setting('memory_limit')").fetchone()[0]), timing=timing,
                       seconds=round(time.time() - t0, 3))
-        report['rows_kept_scan'] = int(sum(report['fates'].values()))
+        report['rows_kept_scan'] = int(sum(report['fates'].values())); report['warnings'] = warnings
         return report
     except duckdb.OutOfMemoryException as e:
         raise MemoryError(f"extract_events: DuckDB ran out of memory (memory_limit={memory_limit!r}, threads={threads}); "

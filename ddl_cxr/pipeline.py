@@ -15,7 +15,7 @@ from . import mimic, ehr as ehrmod, cohort as co, data, vae as vaemod, ldm as ld
 # %% auto #0
 __all__ = ['DEMO_VARIANTS', 'LDM_ABLATIONS', 'FULL_VARIANTS', 'CASE_VARIABLES', 'layout', 'prepare_cohort', 'load_cohort',
            'cohort_outputs', 'train_vae_stage', 'encode_oracle', 'train_ldm_stage', 'predict_stage', 'oracle_figure',
-           'ehr_trajectory', 'evaluate_stage', 'pipeline_stages', 'run_pipeline']
+           'ehr_trajectory', 'evaluate_stage', 'effective_config', 'pipeline_stages', 'run_pipeline']
 
 # %% ../nbs/12a_pipeline.ipynb #9f60397c
 def layout(workdir)->dict:
@@ -35,7 +35,7 @@ def prepare_cohort(extract_dir, cxr_dir, out_dir, cfg:Config, n_workers:int=0, l
     # events.parquet is read by path: the pairs need two columns of the linked stays, the EHR windows all columns
     # of the cohort's stays only (on MIMIC-IV the whole table would not fit in memory)
     stays, phen, events_path = mimic.load_extract(extract_dir, events=False)
-    meta, chx = co.read_cxr_metadata(cxr_dir), co.read_chexpert(cxr_dir)
+    meta, chx = co.read_cxr_metadata(cxr_dir, log=log), co.read_chexpert(cxr_dir)
     C = co.build_cohort(stays, phen, meta, chx, events_path, cfg.cohort)
     pred, pairs, vae = C['pred'], C['pairs'], C['vae']
     events = ehrmod.read_events(events_path, set(pred.stay_id) | set(pairs.stay_id))
@@ -47,6 +47,9 @@ def prepare_cohort(extract_dir, cxr_dir, out_dir, cfg:Config, n_workers:int=0, l
                     ).drop_duplicates('dicom_id')
     need['path'] = [co.film_path(cxr_dir, s, st, d) for d, s, st in zip(need.dicom_id, need.subject_id, need.study_id)]
     cache_info = co.build_image_cache(need[['dicom_id', 'path']], out/'images', cfg.image.load_size, n_workers, log=log)
+    if len(need) and cache_info['n'] == 0:
+        why = pd.read_csv(cache_info['skipped']).reason.astype(str).str.split(':').str[0].value_counts().to_dict()
+        raise ValueError(f"none of the {len(need)} films could be read ({why}); the list is in {cache_info['skipped']}")
     # EHR windows, normalizers from the training split only
     rc = cfg.refcode
     w_ldm = ehrmod.make_windows(pairs.sample_id, pairs.stay_id, 'ldm', rc, x0_hours=pairs.t0, x1_hours=pairs.t1)
@@ -61,6 +64,7 @@ def prepare_cohort(extract_dir, cxr_dir, out_dir, cfg:Config, n_workers:int=0, l
         ehrmod.save_tensors(out/f'ehr_{k}.npz', {i: norm.transform(x) for i, x in raw[k].items()})
     for name, t in (('pred', pred), ('pairs', pairs), ('vae', vae), ('films', C['films'])): _save_parquet(t, out/f'{name}.parquet')
     S = co.cohort_summary(C)
+    S['metadata_rows_skipped'] = meta.attrs.get('rows_skipped', 0)
     atomic_save_json(out/'summary.json', {k: (v.to_dict() if hasattr(v, 'to_dict') else v) for k, v in S.items()})
     norm_dm.save(out/'normalizer_dm.json'); norm_pred.save(out/'normalizer_pred.json')
     log(f"[cohort] {len(pred)} prediction samples, {len(pairs)} LDM pairs, {len(vae)} VAE images; "
@@ -268,6 +272,10 @@ def _csv_path(folder:Path, name:str)->Path:
     "The plain CSV if present, else the gzipped one (also before the synthetic stage has written it)"
     return folder/name if (folder/name).exists() else folder/(name + '.gz')
 
+def effective_config(cfg:Config, synthetic:bool)->Config:
+    "The config the stages run with: on synthetic data the subject split is the test-heavy `synth.split_fracs`"
+    return update_config(cfg, cohort=dict(split_fracs=cfg.synth.split_fracs)) if synthetic else cfg
+
 def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=DEMO_VARIANTS, seeds=None,
                     device='auto', n_jobs:int|None=None, n_workers:int=0, memory_limit:str|None=None,
                     progress:bool=True, log=print)->list:
@@ -277,6 +285,8 @@ def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=
     p = layout(workdir)
     if n_jobs is None: n_jobs = 1 if get_device(device).type == 'cuda' else min(os.cpu_count() or 1, 4)
     synthetic = mimic_dir is None
+    cfg = effective_config(cfg, synthetic)
+    memory_limit = mimic.check_memory_limit(memory_limit)          # a bad value fails before any stage runs
     mimic_dir = Path(mimic_dir) if mimic_dir else p['mimic']
     cxr_dir = Path(cxr_dir) if cxr_dir else p['cxr']
     truth = p['truth'] if synthetic else None
@@ -291,13 +301,15 @@ def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=
     stages = []
     if synthetic:
         from ddl_cxr.synthetic import write_synthetic_cohort
-        stages.append(('synthetic', lambda: write_synthetic_cohort(p['raw'], cfg.synth.n_stays, cfg.synth.seed, cfg.synth.image_size),
+        stages.append(('synthetic', lambda: write_synthetic_cohort(p['raw'], cfg.synth.n_stays, cfg.synth.seed, cfg.synth.image_size,
+                                                                   progression=cfg.synth.progression, film_rate=cfg.synth.film_rate),
                        _sections(cfg, 'synth'), {}, {'raw': p['raw']}))
     stages += [
         ('extract', lambda: mimic.extract(mimic_dir, p['extract'], log=log, refcode=cfg.refcode, memory_limit=memory_limit), _sections(cfg, 'ehr'),
          {'mimic': mimic_dir}, ext),
         ('cohort', lambda: prepare_cohort(p['extract'], cxr_dir, p['cohort'], cfg, n_workers, log=log),
-         _sections(cfg, 'cohort', 'ehr', 'image'), {**ext, 'meta': _csv_path(cxr_dir, co.CXR_META), 'chexpert': _csv_path(cxr_dir, co.CXR_CHEXPERT)},
+         _sections(cfg, 'cohort', 'ehr', 'image'), {**ext, 'meta': _csv_path(cxr_dir, co.CXR_META), 'chexpert': _csv_path(cxr_dir, co.CXR_CHEXPERT),
+                                                    'films': Listing(cxr_dir/'files')},   # a repaired film is seen
          {**coh, 'images': img['images']}),
         ('vae', lambda: train_vae_stage(p['cohort'], p['vae'], cfg, truth, device, log=log), _sections(cfg, 'vae', 'image'),
          {'vae_table': coh['vae'], 'images': img['images']}, vae_out),
@@ -329,15 +341,16 @@ def _peak_rss_mb()->float:
 
 def run_pipeline(workdir, cfg:Config, only:list|None=None, force:bool=False, log=print, **kw)->dict:
     "Run (or skip, when up to date) the stages in order; returns seconds per stage, total and peak memory"
-    workdir = Path(workdir); workdir.mkdir(parents=True, exist_ok=True)
-    atomic_save_json(workdir/'config.json', cfg.to_dict())
-    times, t_all = {}, time.time()
-    for name, fn, conf, inputs, outputs in pipeline_stages(workdir, cfg, log=log, **kw):
-        if only and name not in only: continue
-        t0 = time.time()
-        log(f"[{name}] ...")
-        run_stage(workdir, name, fn, conf, inputs, outputs, force=force, log=log)
-        times[name] = round(time.time() - t0, 1)
+    workdir = Path(workdir)
+    with workdir_lock(workdir):                     # one run per work directory (a second one fails at once)
+        atomic_save_json(workdir/'config.json', effective_config(cfg, kw.get('mimic_dir') is None).to_dict())
+        times, t_all = {}, time.time()
+        for name, fn, conf, inputs, outputs in pipeline_stages(workdir, cfg, log=log, **kw):
+            if only and name not in only: continue
+            t0 = time.time()
+            log(f"[{name}] ...")
+            run_stage(workdir, name, fn, conf, inputs, outputs, force=force, log=log)
+            times[name] = round(time.time() - t0, 1)
     times['total'] = round(time.time() - t_all, 1)
     times['peak_mb'] = round(_peak_rss_mb())
     return times

@@ -29,12 +29,14 @@ from .cohort import ImageCache, SPLITS
 from .ehr_encoder import EHREncoder
 
 # %% auto #0
-__all__ = ['SMALL_CNNS', 'VARIANTS', 'Z1_HINTS', 'PRED_COLUMNS', 'patchify', 'PatchEmbedding', 'token_encoder', 'n_params',
-           'SmallCNN', 'imagenet_resnet34_file', 'image_encoder', 'Variant', 'resolve_variant', 'by_sample_id',
-           'z1_for', 'FusionPredictor', 'build_predictor', 'pos_weights', 'WeightedBCE', 'auprc', 'auroc',
-           'BinaryScore', 'AUPRC', 'AUROC', 'cosine_lr', 'EpochCosine', 'affine_params', 'affine_grid', 'augment_x0',
-           'prep_x0', 'PredBatches', 'pred_dls', 'X0Prep', 'train_predictor', 'predict_proba', 'long_predictions',
-           'run_one', 'default_variants', 'run_key', 'run_predictions']
+__all__ = ['SMALL_CNNS', 'VARIANTS', 'Z1_HINTS', 'MONITORS', 'PRED_COLUMNS', 'EHR_STATS', 'READOUT_CS', 'patchify',
+           'PatchEmbedding', 'token_encoder', 'n_params', 'SmallCNN', 'imagenet_resnet34_file', 'image_encoder',
+           'Variant', 'resolve_variant', 'by_sample_id', 'z1_for', 'FusionPredictor', 'build_predictor', 'pos_weights',
+           'WeightedBCE', 'auprc', 'auroc', 'BinaryScore', 'AUPRC', 'AUROC', 'cosine_lr', 'EpochCosine',
+           'affine_params', 'affine_grid', 'augment_x0', 'prep_x0', 'PredBatches', 'pred_dls', 'X0Prep', 'monitor_comp',
+           'train_predictor', 'predict_proba', 'long_predictions', 'run_one', 'ehr_summary', 'readout_name',
+           'readout_features', 'fit_readout', 'run_readout', 'default_variants', 'run_key', 'run_line',
+           'run_predictions']
 
 # %% ../nbs/11_predict.ipynb #87ef9740
 def patchify(z:torch.Tensor,   # (B, C, H, W) latent
@@ -408,17 +410,25 @@ class _EarlyStop(EarlyStoppingCallback):
                 self.stopped_epoch = self.epoch
                 raise CancelFitException()
 
+MONITORS = {'auprc': np.greater, 'auroc': np.greater, 'valid_loss': np.less}   # pred.monitor → "better" comparison
+
+def monitor_comp(monitor:str):
+    "The comparison under which a new value of `monitor` is better (higher AUPRC/AUROC, lower validation loss)"
+    if monitor not in MONITORS: raise ValueError(f"unknown pred.monitor {monitor!r}; choose one of {list(MONITORS)}")
+    return MONITORS[monitor]
+
 def train_predictor(model:nn.Module,        # a `FusionPredictor`
                     dls,                    # DataLoaders: `pred_dls` (with `X0Prep` in cbs) or `make_dls` (batch = ehr, x0, z1, y)
                     pos_weight,             # Eq. 5 weights from the training split
-                    pc:PredConfig,          # lr, weight_decay, eta_min, epochs, patience
+                    pc:PredConfig,          # lr, weight_decay, eta_min, epochs, patience, monitor
                     path,                   # folder for the best checkpoint (`best.pth`)
                     quiet:bool=True,        # no progress bars, no epoch table
                     cbs=None                # extra callbacks
                    )->tuple[Learner, dict]: # (learner with the best epoch restored, summary)
-    "Fit with AdamW + per-epoch cosine; early stopping on validation AUPRC; the best epoch restored"
-    save = _SaveBest(monitor='auprc', comp=np.greater, fname='best')
-    stop = _EarlyStop(monitor='auprc', comp=np.greater, patience=pc.patience)
+    "Fit with AdamW + per-epoch cosine; early stopping on `pc.monitor` (validation AUPRC in the paper); the best epoch restored"
+    comp = monitor_comp(pc.monitor)
+    save = _SaveBest(monitor=pc.monitor, comp=comp, fname='best')
+    stop = _EarlyStop(monitor=pc.monitor, comp=comp, patience=pc.patience)
     learn = Learner(dls, model, loss_func=WeightedBCE(pos_weight), opt_func=partial(OptimWrapper, opt=torch.optim.AdamW),
                     lr=pc.lr, wd=pc.weight_decay, wd_bn_bias=True, metrics=[AUPRC(), AUROC()], path=Path(path),
                     model_dir='.', cbs=[EpochCosine(pc.lr, pc.eta_min, pc.epochs), save, stop, *(cbs or [])])
@@ -428,7 +438,7 @@ def train_predictor(model:nn.Module,        # a `FusionPredictor`
         learn.fit(pc.epochs)
     names = list(learn.recorder.metric_names[1:1 + len(learn.recorder.values[0])])
     hist = pd.DataFrame([list(map(float, v)) for v in learn.recorder.values], columns=names)
-    info = dict(best_epoch=save.best_epoch, best_auprc=float(save.best), epochs_run=len(hist),
+    info = dict(monitor=pc.monitor, best_epoch=save.best_epoch, best_value=float(save.best), epochs_run=len(hist),
                 stopped_early=stop.stopped_epoch is not None, seconds=round(time.time() - t0, 2),
                 history=hist.to_dict('list'), ckpt=str(Path(path)/'best.pth'))
     return learn, info
@@ -487,9 +497,10 @@ def run_one(pred:pd.DataFrame, ehr:Mapping, cache:ImageCache, cfg:Config, varian
           for s, t in parts.items()}
     dropped = {s: d.dropped for s, d in ds.items()}
     if sum(dropped.values()): log(f"  {sum(dropped.values())} samples have no cached image and are left out: {dropped}")
-    if not np.isfinite(auprc(ds['validate'].y.numpy(), np.zeros(tuple(ds['validate'].y.shape)))):
+    monitor_comp(pc.monitor)
+    if pc.monitor != 'valid_loss' and not np.isfinite(auprc(ds['validate'].y.numpy(), np.zeros(tuple(ds['validate'].y.shape)))):
         raise ValueError(f"the validation split has no label with both classes for task {task!r}: "
-                         "AUPRC (the early-stopping metric) is undefined")
+                         f"{pc.monitor.upper()} (the early-stopping metric, pred.monitor) is undefined")
     pw = pos_weights(ds['train'].y.numpy())
     z1_shape = tuple(np.asarray(z1[ds['train'].t.sample_id.iloc[0]]).shape) if variant.z1 else None
     pb = {s: PredBatches(d, use_x0=variant.x0) for s, d in ds.items()}
@@ -504,6 +515,105 @@ def run_one(pred:pd.DataFrame, ehr:Mapping, cache:ImageCache, cfg:Config, varian
                 cnn=model.cnn_source, n_params=n_params(model), device=str(device))
     return preds, info, learn
 
+# %% ../nbs/11_predict.ipynb #b795f71c
+EHR_STATS = ('mean', 'last', 'min', 'max')       # per-channel summaries of the 48-h EHR, in this order
+READOUT_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths tried per label (the validation log-loss picks one)
+
+def ehr_summary(ehr)->np.ndarray:
+    "(N, T, F) (or one (T, F)) EHR → (N, 4F): per channel the mean, the last bin, the minimum and the maximum over T"
+    x = np.asarray(ehr, dtype=np.float32)
+    if x.ndim == 2: x = x[None]
+    if x.ndim != 3 or x.shape[1] == 0: raise ValueError(f"EHR must be (N, T, F) with T ≥ 1, got shape {x.shape}")
+    return np.concatenate([x.mean(1), x[:, -1], x.min(1), x.max(1)], 1)
+
+def readout_name(variant:str)->str: return f'{variant}_linear'
+
+def readout_features(table:pd.DataFrame,          # rows to featurise: sample_id, dicom_id
+                     variant:Variant,             # which inputs: EHR summaries, z0, ẑ1
+                     ehr:Mapping,                 # sample_id → (48, 79)
+                     latents:Mapping|None,        # dicom_id → (4, h, w) z0 of the film (needed when variant.x0)
+                     z1:Mapping|None              # sample_id → (4, h, w) ẑ1 (needed when variant.z1)
+                    )->tuple[np.ndarray, dict]:   # (N, D) float32 features, {block: width}
+    "The frozen features of a variant's linear readout: [EHR summaries | flattened z0 | flattened ẑ1], the blocks its inputs allow"
+    ids, n, parts, widths = table.sample_id.tolist(), len(table), [], {}
+    if variant.ehr:
+        e = by_sample_id(ehr, ids, 'ehr (the 48-h EHR arrays)')
+        parts.append(ehr_summary(np.stack([np.asarray(e[i], dtype=np.float32) for i in ids]))); widths['ehr'] = parts[-1].shape[1]
+    if variant.x0:
+        if latents is None: raise ValueError(f"the linear readout of {variant.name!r} needs the z0 latents: pass "
+                                             "latents = {dicom_id: (4, h, w)} (the VAE's latents.npz, 06_vae)")
+        z = by_sample_id(latents, table.dicom_id.tolist(), 'latents (z0 of the last films)', 'encode every cached film with the VAE (06_vae)')
+        parts.append(np.stack([np.asarray(z[k], dtype=np.float32).reshape(-1) for k in table.dicom_id])); widths['z0'] = parts[-1].shape[1]
+    if variant.z1:
+        if z1 is None: raise ValueError(f"the linear readout of {variant.name!r} needs its ẑ1 ({variant.z1!r})")
+        z = by_sample_id(z1, ids, f'ẑ1 ({variant.z1})')
+        parts.append(np.stack([np.asarray(z[i], dtype=np.float32).reshape(-1) for i in ids])); widths['z1'] = parts[-1].shape[1]
+    if not parts: raise ValueError(f"variant {variant.name!r} has no input for a readout")
+    X = np.concatenate(parts, 1) if n else np.zeros((0, sum(widths.values())), np.float32)
+    if not np.isfinite(X).all(): raise ValueError(f"readout features of {variant.name!r} contain NaN or inf")
+    return X, widths
+
+def _logloss(y, p)->float:
+    p = np.clip(p, 1e-7, 1 - 1e-7); return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+def fit_readout(X:Mapping,                 # split → (N_s, D) features ('train', 'validate', and any to predict)
+                Y:Mapping,                 # split → (N_s,) or (N_s, C) 0/1 labels
+                Cs=READOUT_CS,             # inverse L2 strengths to try (ascending: each fit warm-starts the next)
+                max_iter:int=300)->tuple[dict, dict]:  # ({split: (N_s, C) probabilities}, summary per label)
+    "Standardise on train; per label an L2 logistic regression for each C; keep the C of lowest validation log-loss"
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.exceptions import ConvergenceWarning
+    for s in ('train', 'validate'):
+        if s not in X or len(X[s]) == 0: raise ValueError(f"the readout needs a non-empty {s!r} split")
+    if not len(Cs): raise ValueError("Cs is empty: give at least one inverse L2 strength")
+    sc = StandardScaler().fit(X['train'])
+    Xs = {s: sc.transform(x) for s, x in X.items()}
+    Ys = {s: np.asarray(y, dtype=float).reshape(len(X[s]), -1) for s, y in Y.items()}
+    C_n = Ys['train'].shape[1]
+    out = {s: np.zeros((len(x), C_n)) for s, x in Xs.items()}
+    summary = dict(C=[], valid_logloss=[], constant=[])
+    for c in range(C_n):
+        y, yv = Ys['train'][:, c], Ys['validate'][:, c]
+        if y.min() == y.max():     # one class in training: no regression to fit, predict the training rate
+            for s in out: out[s][:, c] = y[0]
+            summary['C'].append(None); summary['valid_logloss'].append(_logloss(yv, np.full(len(yv), y[0]))); summary['constant'].append(True)
+            continue
+        lr, best = LogisticRegression(C=Cs[0], max_iter=max_iter, warm_start=True), None
+        for C in sorted(Cs):
+            lr.set_params(C=C)
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', ConvergenceWarning)
+                lr.fit(Xs['train'], y)
+            loss = _logloss(yv, lr.predict_proba(Xs['validate'])[:, 1])
+            if best is None or loss < best[0]: best = (loss, C, lr.coef_.copy(), lr.intercept_.copy())
+        loss, C, w, b = best
+        for s, x in Xs.items(): out[s][:, c] = 1 / (1 + np.exp(-(x @ w[0] + b[0])))
+        summary['C'].append(float(C)); summary['valid_logloss'].append(loss); summary['constant'].append(False)
+    return out, summary
+
+def run_readout(pred:pd.DataFrame, ehr:Mapping, latents:Mapping|None, variant:Variant, task:str, seeds,
+                z1:Mapping|None=None, Cs=READOUT_CS)->tuple[pd.DataFrame, dict]:
+    "The linear readout of one variant × task → (long validation + test predictions, one copy per seed; summary)"
+    _check_table(pred, task)
+    t0 = time.time()
+    labels = ['mortality'] if task == 'mortality' else list(PHENOTYPE_LABELS)
+    parts = {s: pred[pred.split == s] for s in SPLITS}
+    X, widths = {}, {}
+    for s, t in parts.items(): X[s], widths = readout_features(t, variant, ehr, latents, z1)
+    Y = {s: t[labels].to_numpy(float) for s, t in parts.items()}
+    P, summ = fit_readout(X, Y, Cs)
+    name = readout_name(variant.name)
+    preds = pd.concat([long_predictions(parts[s], Y[s], P[s], name, task, sd, s) for sd in seeds for s in ('validate', 'test')],
+                      ignore_index=True)
+    val = auroc(Y['validate'], P['validate'])
+    info = dict(kind='linear readout', variant=name, of=variant.name, task=task, seeds=[int(s) for s in seeds],
+                inputs=dict(ehr=variant.ehr, x0=variant.x0, z1=variant.z1), features=widths, ehr_stats=list(EHR_STATS),
+                Cs=[float(c) for c in Cs], labels=labels, **summ, valid_auroc=val, n={s: len(t) for s, t in parts.items()},
+                seconds=round(time.time() - t0, 2))
+    return preds, info
+
+
 # %% ../nbs/11_predict.ipynb #7da932d4
 def default_variants(z1_sources:Mapping|None=None)->list[str]:
     "Every built-in variant whose ẑ1 is available (the Last-CXR/Uni-EHR ones always), plus every extra ẑ1 source (ablations)"
@@ -513,7 +623,15 @@ def default_variants(z1_sources:Mapping|None=None)->list[str]:
 
 def run_key(variant:str, task:str, seed:int)->str: return f'{variant}__{task}__seed{int(seed)}'
 
+def run_line(info:dict)->str:
+    "One log line of a run's summary: best epoch, epochs run, the validation monitor (and AUROC/AUPRC) at the best epoch, time"
+    if 'best_epoch' not in info: return f"{info.get('kind', 'readout')}, {info['seconds']:.1f}s"   # a linear readout
+    h, b, mon = info['history'], info['best_epoch'], info.get('monitor', 'auprc')
+    vals = ', '.join(f"{k} {h[k][b]:.3f}" for k in dict.fromkeys([mon, 'auroc', 'auprc']) if k in h)
+    return f"best epoch {b} of {info['epochs_run']} ({mon}), val {vals}, {info['seconds']:.1f}s"
+
 def _cfg_hash(cfg:Config)->str: return '-'.join(cfg.hash(s) for s in ('pred', 'image', 'refcode'))
+def _readout_hash()->str: return f"linear-{stable_seed(EHR_STATS, READOUT_CS, 'v1'):x}"
 
 _WORKER = {}
 
@@ -538,6 +656,8 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
                     tasks=None,                 # default: ('mortality', 'phenotype')
                     seeds=None,                 # default: cfg.pred.seeds
                     z1_sources:Mapping|None=None, # name → {sample_id → (4, h, w)}: 'ddl_cxr', 'oracle_cxr', ablations
+                    latents:Mapping|None=None,  # dicom_id → (4, h, w) VAE latent z0 of every film (for the linear readouts)
+                    readouts:bool|None=None,    # also fit each variant's linear readout (`run_readout`); None: when `latents` is given
                     workdir='.',                # results go to workdir/runs/ and workdir/predictions.parquet
                     device=None,                # 'auto' / 'cpu' / 'cuda'
                     num_workers:int=0,          # DataLoader workers
@@ -547,7 +667,7 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
                     n_jobs:int=1,               # runs trained at once in worker processes (≤ 0: one per core); 1 = here
                     threads_per_job:int=1,      # torch threads of each worker process
                     log=print)->pd.DataFrame:
-    "Train every variant × task × seed (in `n_jobs` processes); write per-sample validation and test predictions (long format); resumable"
+    "Train every variant × task × seed (in `n_jobs` processes), and their linear readouts; write per-sample validation and test predictions (long format); resumable"
     pred = tables['pred'] if isinstance(tables, Mapping) else tables
     z1_sources = dict(z1_sources or {})
     variants = [resolve_variant(v, z1_sources) for v in dict.fromkeys(variants or default_variants(z1_sources))]
@@ -558,6 +678,11 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
     ids = pred.sample_id.tolist()
     ehr = by_sample_id(ehr, ids, 'ehr (the 48-h EHR arrays)', 'build them with ehr_tensors over the prediction windows (03_ehr)')
     z1s = {v.name: z1_for(v, z1_sources, ids) for v in variants}            # every missing input fails here, before training
+    readouts = latents is not None if readouts is None else bool(readouts)
+    if readouts and latents is None and any(v.x0 for v in variants):
+        raise ValueError("readouts=True needs latents = {dicom_id: (4, h, w)}: the VAE latents of the films (06_vae)")
+    if readouts and any(v.x0 for v in variants):
+        latents = by_sample_id(latents, pred.dicom_id.tolist(), 'latents (z0 of the films)', 'encode every cached film with the VAE (06_vae)')
     workdir = Path(workdir); runs = workdir/'runs'; runs.mkdir(parents=True, exist_ok=True)
     clean_tmp(workdir)
     h, files, jobs = _cfg_hash(cfg), [], []
@@ -571,14 +696,27 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
                     log(f"[predict] {key}: done, skipped"); continue
                 jobs.append((key, v, task, seed, workdir/'models'/key))
 
+    rh = _readout_hash()
+    for v in (variants if readouts else []):                 # the readouts first: quick, and they check the latents
+        for task in tasks:
+            keys = [run_key(readout_name(v.name), task, s) for s in seeds]
+            files += [runs/f'{k}.parquet' for k in keys]
+            if all((runs/f'{k}.parquet').exists() and (runs/f'{k}.json').exists() and
+                   json.loads((runs/f'{k}.json').read_text()).get('config_hash') == rh for k in keys):
+                log(f"[predict] {readout_name(v.name)}__{task}: done, skipped"); continue
+            preds, info = run_readout(pred, ehr, latents, v, task, seeds, z1s[v.name])
+            for k, s in zip(keys, seeds):
+                atomic_save_json(runs/f'{k}.json', dict(info, seed=s, config_hash=rh))
+                with atomic_path(runs/f'{k}.parquet') as tmp: preds[preds.seed == s].to_parquet(tmp, index=False)
+            log(f"[predict] {readout_name(v.name)}__{task}: linear readout of {info['features']} features, "
+                f"val AUROC {info['valid_auroc']:.3f}, {info['seconds']:.1f}s")
+
     def finish(key, preds, info):                  # results are written here, in this process, as each run ends
         info['config_hash'] = h
         atomic_save_json(runs/f'{key}.json', info)
         with atomic_path(runs/f'{key}.parquet') as tmp: preds.to_parquet(tmp, index=False)
         if not keep_models: shutil.rmtree(workdir/'models'/key, ignore_errors=True)
-        val = info['history']['auprc'][info['best_epoch']]
-        log(f"[predict] {key}: best epoch {info['best_epoch']} of {info['epochs_run']}, val AUPRC {val:.3f}, "
-            f"{info['seconds']:.1f}s")
+        log(f"[predict] {key}: {run_line(info)}")
 
     n_jobs = min(n_jobs if n_jobs > 0 else (os.cpu_count() or 1), len(jobs))
     if n_jobs <= 1:

@@ -17,15 +17,16 @@ from .core import CHEXPERT_LABELS, PHENOTYPE_LABELS, DELTA_BINS, resource_path, 
 
 # %% auto #0
 __all__ = ['STATE_COLS', 'LUNG_COLS', 'DEVICE_COLS', 'T0', 'MAX_LOS_H', 'CAREUNITS', 'CAREUNIT_P', 'SURGICAL_UNITS', 'EXCLUSIONS',
-           'CHRONIC', 'ACUTE', 'N_TEX', 'ACQ_COLS', 'D_ITEMS', 'D_LABITEMS', 'CHART_UOM', 'GCS_EYE', 'GCS_VERBAL',
-           'GCS_MOTOR', 'YEAR_GROUPS', 'TABLES', 'COLUMNS', 'MARKER', 'OWNED', 'PAPER_PHENOTYPE_PREVALENCE',
-           'PAPER_DELTA_BINS', 'PAPER_MEANS', 'PAPER_SDS', 'pulse', 'sample_population', 'state_grid',
-           'simulate_states', 'state_at', 'mortality_risk', 'sample_outcomes', 'icd_version_of', 'load_ccs_definitions',
-           'phenotype_codebook', 'sample_phenotypes', 'diagnoses_table', 'sample_anatomy', 'reference_acquisition',
-           'sample_acquisition', 'render_frontal', 'render_lateral', 'render_many', 'render_films', 'sample_films',
-           'chexpert_labels', 'chart_ehr', 'build_tables', 'write_table', 'cxr_path', 'read_tables', 'cohort_summary',
-           'simulate_cohort', 'write_synthetic_cohort', 'load_truth', 'plot_patient', 'variable_stats',
-           'variable_means']
+           'CHRONIC', 'ACUTE', 'J48', 'N_TEX', 'ACQ_COLS', 'D_ITEMS', 'D_LABITEMS', 'CHART_UOM', 'GCS_EYE',
+           'GCS_VERBAL', 'GCS_MOTOR', 'YEAR_GROUPS', 'TABLES', 'COLUMNS', 'MARKER', 'OWNED',
+           'PAPER_PHENOTYPE_PREVALENCE', 'PAPER_DELTA_BINS', 'PAPER_MEANS', 'PAPER_SDS', 'FILM_STATE_COLS', 'pulse',
+           'sample_population', 'state_grid', 'lung_burden', 'simulate_states', 'state_at', 'mortality_risk',
+           'sample_outcomes', 'icd_version_of', 'load_ccs_definitions', 'phenotype_codebook', 'sample_phenotypes',
+           'diagnoses_table', 'sample_anatomy', 'reference_acquisition', 'sample_acquisition', 'render_frontal',
+           'render_lateral', 'render_many', 'render_films', 'sample_films', 'chexpert_labels', 'chart_ehr',
+           'build_tables', 'write_table', 'cxr_path', 'read_tables', 'cohort_summary', 'simulate_cohort',
+           'write_synthetic_cohort', 'load_truth', 'plot_patient', 'variable_stats', 'variable_means', 'ceiling_design',
+           'world_ceiling', 'plot_world_ceiling']
 
 # %% ../nbs/01_synthetic.ipynb #65953c58
 STATE_COLS = ('cons_RU', 'cons_RM', 'cons_RL', 'cons_LU', 'cons_LM', 'cons_LL',   # consolidation per lung zone, 0..1
@@ -189,8 +190,32 @@ def _ar1(rng, n, T, rho=0.93, sd=1.0):
     for j in range(1, T): y[:, j] = rho * y[:, j - 1] + e[:, j]
     return y
 
-def simulate_states(pop:pd.DataFrame, rng:np.random.Generator)->dict:
+J48 = int(48 - T0)                # column of the prediction time (48 h) on the state grid
+
+def _pivot(x, p:float, lo=0.0, hi=1.0):
+    "The progression dial on one state array: in the film window (t < 48 h) x(48) + p (x(t) - x(48)), clipped"
+    if p == 1: return x
+    x = np.asarray(np.broadcast_to(x, (x.shape[0], MAX_LOS_H - T0 + 1)), np.float32)
+    ref = x[:, J48:J48 + 1]; y = x.copy(); y[:, :J48] = ref + np.float32(p) * (x[:, :J48] - ref)
+    return y if lo is None else np.clip(y, lo, hi)
+
+def _warp_cols(p:float)->np.ndarray:
+    "Grid columns of the progression clock for devices: hour 48 + p (t - 48) before 48 h (clamped to the grid)"
+    g = state_grid(); tau = np.where(g < 48, 48 + p * (g - 48), g)
+    return np.clip(np.floor(tau).astype(int) - T0, 0, len(g) - 1)
+
+def lung_burden(st:dict)->np.ndarray:
+    """The mortality-relevant, film-visible lung burden of a state (dict of arrays of any shape): diffuse airspace
+    opacity (edema, ARDS), bilateral consolidation and pleural fluid, about 0..1.6"""
+    return (0.8 * np.asarray(st['edema']) + 0.3 * np.mean([st[c] for c in LUNG_COLS[:6]], 0)
+            + 0.25 * (np.asarray(st['eff_R']) + np.asarray(st['eff_L'])))
+
+def simulate_states(pop:pd.DataFrame, rng:np.random.Generator,
+                    progression:float=1.0  # speed of film-visible change in the film window (0: none; 1: calibrated)
+                   )->dict:
     "The latent clinical state of every stay on the hourly grid: dict name → float32 array (n_stays, len(state_grid()))"
+    p_ = float(progression)
+    if not p_ >= 0: raise ValueError(f"progression must be ≥ 0, got {progression}")
     n = len(pop); t = state_grid()[None, :]; T = t.shape[1]
     col = lambda c: pop[c].to_numpy()[:, None]
     U = lambda lo, hi: rng.uniform(lo, hi, (n, 1))
@@ -202,7 +227,7 @@ def simulate_states(pop:pd.DataFrame, rng:np.random.Generator)->dict:
     late = col('late'); kind = col('late_kind')
     late_on, late_peak = U(28, 110), 0.35 + 0.65 * B(2, 1.5)
     late_p = late * late_peak * pulse(t, late_on, U(4, 24), U(12, 72), U(24, 120))
-    vap = late_p * (kind == 0)
+    vap, late_ards = late_p * (kind == 0), late_p * (kind == 2)
     zones = np.zeros((n, 6), np.float32)                       # RU RM RL LU LM LL
     side = (rng.random(n) < 0.45).astype(int); zone = rng.choice(3, n, p=(0.15, 0.3, 0.55))
     zones[np.arange(n), 3 * side + zone] = 1
@@ -218,20 +243,31 @@ def simulate_states(pop:pd.DataFrame, rng:np.random.Generator)->dict:
     shock_on = np.where(col('sepsis'), sep_on + U(0, 12), U(-18, 24))
     shock = col('shock') * (0.3 + 0.7 * B(2, 1.5)) * pulse(t, shock_on, U(1, 8), U(6, 60), U(8, 48))
     shock = np.maximum(shock, late_p * (kind == 1) * (rng.random((n, 1)) < 0.7))
-    ards = col('ards') * (0.5 + 0.5 * B(2, 2)) * pulse(t, np.minimum(sep_on, pna_on) + U(6, 36), U(6, 24), U(24, 96), U(48, 160))
-    ards = np.maximum(ards, late_p * (kind == 2))
-    chf_on = U(-48, 18)
-    chf_exac = col('chf_exac') * (0.35 + 0.65 * B(2, 1.5)) * pulse(t, chf_on, U(4, 18), U(4, 30), U(12, 48))
-    overload = col('fluid_overload') * U(0.3, 0.8) * pulse(t, shock_on + U(8, 24), U(8, 24), U(12, 48), U(24, 72))
     stroke = col('stroke') * (0.4 + 0.6 * B(2, 2)) * pulse(t, U(-30, 0), U(1, 6), U(48, 200), U(48, 200))
     gib = col('gib') * (0.4 + 0.5 * B(2, 2)) * pulse(t, U(-24, 12), U(1, 4), U(4, 24), U(6, 24))
     hidden = col('hidden_resp') * U(0.2, 0.6) * pulse(t, U(-24, 72), U(2, 12), U(6, 48), U(6, 48))
     surg = col('surgical') * pulse(t, -U(1, 8), 0.5, U(6, 24), U(12, 48))        # the operation's after-effects
+    # --- progressive lung injury Q: inflammatory (ARDS after pneumonia or sepsis) or hydrostatic (fluid overload after
+    #     resuscitation, cardiogenic, post-operative). Its logit grows at rate r1 until the process responds to
+    #     treatment, then falls at rate r2; the extent shows on the film, the rate in the EHR (activity `act`)
+    inflam = col('ards') | col('pna') | col('sepsis')
+    hydro = (col('chf_exac') | col('fluid_overload') | (col('shock') & (rng.random((n, 1)) < 0.4))
+             | (col('surgical') & (rng.random((n, 1)) < 0.35))) & ~inflam
+    pre = rng.random((n, 1)) < 0.5                     # already under way on arrival, or new in the ICU
+    q_on = np.where(pre, U(-40, -24), U(0, 40))
+    z_on = np.where(pre, -1.5 + 1.5 * rng.normal(size=(n, 1)), -3.5 + 0.7 * rng.normal(size=(n, 1)))
+    r1, r2 = U(0.05, 0.5), -U(0.1, 0.4)
+    t_resp = np.where(rng.random((n, 1)) < 0.1, 1e4, np.maximum(q_on, T0) + U(12, 48))
+    te = np.arange(T0 - 96, MAX_LOS_H + 1, dtype=np.float32)[None, :]
+    rt = (r1 + (r2 - r1) * _smoothstep((te - t_resp) / 12)) * (te >= np.maximum(q_on, T0))
+    z = (z_on + np.cumsum(rt, axis=1))[:, 96:]; rt = rt[:, 96:]
+    Q = (inflam | hydro) * _sig(z) * _smoothstep((t - q_on) / 4)
+    act = (inflam | hydro) * np.clip(rt / 0.5, -1, 1)
     # --- lung compartments
     wobble = lambda a=0.45: 1 + a * _ar1(rng, n, T, 0.93, 1.0)        # aeration, positioning, partial responses
     cons = np.clip((pna * wobble())[:, None] * zones[:, :, None] + vap[:, None] * vzone[:, :, None]
-                   + 0.55 * ards[:, None] * rng.uniform(0.6, 1.0, (n, 6, 1)), 0, 1)
-    edema = np.clip(chf_exac * wobble() + overload + 0.45 * ards + 0.35 * late_p * (kind == 2) + 0.05 * col('chf'), 0, 1)
+                   + (0.45 * Q * inflam + 0.55 * late_ards)[:, None] * rng.uniform(0.6, 1.0, (n, 6, 1)), 0, 1)
+    edema = np.clip(Q * np.where(hydro, 0.8, 0.65) + 0.8 * late_ards + 0.05 * col('chf'), 0, 1)
     atel_base = np.clip(0.35 * surg + 0.15 * col('copd') * U(0, 1), 0, 1)
     atel_puls = sum(pulse(t, U(-20, 120), U(2, 8), U(4, 24), U(4, 24)) * (rng.random((n, 1)) < 0.45) * U(0.2, 0.8)
                     for _ in range(4))
@@ -246,14 +282,27 @@ def simulate_states(pop:pd.DataFrame, rng:np.random.Generator)->dict:
     ptx_t = col('ptx') * U(0.3, 0.9) * pulse(t, ptx_on, 0.5, U(1, 6), U(12, 36))
     # --- anatomy-level heart size and its state-driven part
     ctr_base = np.clip(rng.normal(0.455, 0.035, (n, 1)) + 0.07 * col('chf') + 0.02 * col('ami'), 0.38, 0.64)
-    ctr = ctr_base + 0.05 * edema + 0.03 * _lag(overload, np.full((n, 1), 12.0))
-    # --- systemic severities
+    ctr = ctr_base + 0.05 * edema + 0.03 * _lag(Q * hydro, np.full((n, 1), 12.0))
     noise = _ar1(rng, n, T, 0.93, 0.05)
-    lungload = (0.55 * cons.max(1) + 0.35 * cons.mean(1) + 0.6 * edema + 0.15 * (eff_R + eff_L)
-                + 0.1 * atel_base + 0.25 * ptx_t)
-    resp = np.clip(0.45 * lungload + hidden + 0.12 * col('copd') + 0.25 * shock + 0.2 * stroke * (rng.random((n, 1)) < 0.5) + noise, 0, 1)
+    # --- the film-visible lung state, on the progression dial (p = 1: as simulated; p = 0: frozen at its 48-h value)
+    L = {name: cons[:, k] for k, name in enumerate(LUNG_COLS[:6])}
+    L['edema'], L['eff_R'], L['eff_L'] = edema, np.clip(eff_R * wobble(0.2), 0, 1), np.clip(eff_L * wobble(0.2), 0, 1)
+    L['ptx_R'], L['ptx_L'] = ptx_t * (ptx_side == 0), ptx_t * (ptx_side == 1)
+    atel_R = (atel_base + atel_puls) * wobble(0.5) * atel_sides[:, :1]
+    atel_L = (atel_base + atel_puls) * wobble(0.5) * atel_sides[:, 1:] + 0.3 * cs
+    if p_ != 1:
+        L = {k: _pivot(v, p_) for k, v in L.items()}
+        atel_R, atel_L, ctr = _pivot(atel_R, p_, None), _pivot(atel_L, p_, None), _pivot(ctr, p_, None)
+        act = act * np.where(t < 48, np.float32(p_), np.float32(1))
+    # --- systemic severities: the EHR sees the lungs' extent only weakly (oxygenation is titrated, and much of it is
+    #     not the lungs), but sees how fast the process moves (work of breathing, O2 need, fever while it advances)
+    c6 = [L[c] for c in LUNG_COLS[:6]]
+    lungload = (0.55 * np.max(c6, 0) + 0.35 * np.mean(c6, 0) + 0.6 * L['edema'] + 0.15 * (L['eff_R'] + L['eff_L'])
+                + 0.1 * atel_base + 0.25 * (L['ptx_R'] + L['ptx_L']))
+    resp = np.clip(0.2 * lungload + 0.5 * np.maximum(act, 0) + 0.4 * np.minimum(act, 0) + hidden + 0.12 * col('copd')
+                   + 0.25 * shock + 0.2 * stroke * (rng.random((n, 1)) < 0.5) + noise, 0, 1)
     shock = np.clip(shock + gib + 0.3 * _ar1(rng, n, T, 0.9, 0.05) * (shock > 0.05), 0, 1)
-    infect = np.clip(np.maximum(0.85 * pna, sepsis) + 0.8 * vap + 0.15 * surg, 0, 1)
+    infect = np.clip(0.6 * np.maximum(0.85 * pna, sepsis) + 0.8 * np.maximum(act, 0) * inflam + 0.8 * vap + 0.15 * surg, 0, 1)
     renal_aki = np.clip(_lag(0.9 * shock + 0.2 * sepsis, U(12, 48)) * (rng.random((n, 1)) < 0.8), 0, 1)
     renal = np.clip(0.35 * col('ckd') + 1.2 * renal_aki, 0, 1)
     # --- devices, decided hour by hour (hysteresis)
@@ -280,15 +329,15 @@ def simulate_states(pop:pd.DataFrame, rng:np.random.Generator)->dict:
     tube = col('cardiac_surgery') * (rng.random((n, 1)) < 0.7) * (t >= -3) * (t < U(20, 72))
     tube = np.maximum(tube, col('ptx') * (t >= ptx_on + U(1, 4)) * (t < ptx_on + U(48, 120)))
     pacer = np.broadcast_to(col('conduction') * (rng.random((n, 1)) < 0.45), (n, T))
+    if p_ != 1:                               # devices show on the film too: they run on the same clock
+        w = _warp_cols(p_); ett, ngt, cvc, tube = ett[:, w], ngt[:, w], cvc[:, w], np.broadcast_to(tube, (n, T))[:, w]
     sedation = 0.55 * ett
     neuro = np.clip(stroke + 0.25 * shock + 0.1 * sepsis + sedation + 0.05 * _ar1(rng, n, T, 0.9, 1.0), 0, 1)
     acid = np.clip(0.75 * shock + 0.3 * renal + 0.35 * np.maximum(resp - 0.55, 0) + 0.15 * col('liver'), 0, 1)
     stress = np.clip(0.5 * infect + 0.6 * shock + 0.3 * surg + 0.2 * stroke, 0, 1)
-    for k, name in enumerate(('cons_RU', 'cons_RM', 'cons_RL', 'cons_LU', 'cons_LM', 'cons_LL')): S[name] = cons[:, k]
-    S['atel_R'] = np.clip((atel_base + atel_puls) * wobble(0.5) * atel_sides[:, :1] + 0.3 * ett * atel_sides[:, :1] * (1 - col('cardiac_surgery')) * U(0, 1), 0, 1)
-    S['atel_L'] = np.clip((atel_base + atel_puls) * wobble(0.5) * atel_sides[:, 1:] + 0.3 * ett * atel_sides[:, 1:] * U(0, 1) + 0.3 * cs, 0, 1)
-    S['edema'], S['eff_R'], S['eff_L'] = edema, np.clip(eff_R * wobble(0.2), 0, 1), np.clip(eff_L * wobble(0.2), 0, 1)
-    S['ptx_R'], S['ptx_L'] = ptx_t * (ptx_side == 0), ptx_t * (ptx_side == 1)
+    S.update(L)
+    S['atel_R'] = np.clip(atel_R + 0.3 * ett * atel_sides[:, :1] * (1 - col('cardiac_surgery')) * U(0, 1), 0, 1)
+    S['atel_L'] = np.clip(atel_L + 0.3 * ett * atel_sides[:, 1:] * U(0, 1), 0, 1)
     S['ctr'] = ctr
     S['ett'], S['cvc'], S['ngt'], S['chest_tube'], S['pacer'] = ett, cvc, ngt, tube, pacer
     S['resp'], S['shock'], S['infect'], S['neuro'], S['acid'], S['renal'], S['stress'] = resp, shock, infect, neuro, acid, renal, stress
@@ -312,15 +361,13 @@ def _window(states, key, lo, hi, fn=np.max):
     return fn(states[key][:, m], axis=1)
 
 def mortality_risk(pop:pd.DataFrame, states:dict, noise:np.ndarray)->np.ndarray:
-    "Log-odds of in-hospital death before the intercept: the state around and after 48 h, age and comorbidity"
-    lung48 = (0.5 * np.max([_window(states, c, 42, 48, np.mean) for c in LUNG_COLS[:6]], 0)
-              + 0.6 * _window(states, 'edema', 42, 48, np.mean)
-              + 0.3 * np.maximum(_window(states, 'eff_R', 42, 48, np.mean), _window(states, 'eff_L', 42, 48, np.mean)))
+    "Log-odds of in-hospital death before the intercept: the lungs at 48 h, the state around and after 48 h, age, comorbidity"
+    lung48 = lung_burden({c: states[c][:, J48] for c in LUNG_COLS})
     sys48 = (0.5 * _window(states, 'resp', 42, 48, np.mean) + 0.8 * _window(states, 'shock', 42, 48, np.mean)
              + 0.4 * _window(states, 'renal', 42, 48, np.mean) + 0.4 * _window(states, 'neuro', 42, 48, np.mean))
     future = np.maximum(0.6 * _window(states, 'resp', 48, 120), 0.9 * _window(states, 'shock', 48, 120))
     a = (pop.age.to_numpy() - 64) / 16
-    return (3.4 * lung48 + 1.3 * sys48 + 2.0 * future + 0.55 * a + 0.8 * pop.frailty.to_numpy()
+    return (7.0 * lung48 + 0.5 * sys48 + 0.6 * future + 0.55 * a + 0.8 * pop.frailty.to_numpy()
             + 0.3 * pop.liver.to_numpy() + noise)
 
 def _calibrate_intercept(score, target):
@@ -736,26 +783,27 @@ def render_films(anat:pd.DataFrame, state:dict, acq:pd.DataFrame, size:int=128, 
 
 # %% ../nbs/01_synthetic.ipynb #7d8f42a7
 def sample_films(pop:pd.DataFrame, states:dict, outc:pd.DataFrame, rng:np.random.Generator,
-                 rate:float=1.0,            # multiplies the follow-up film hazard
+                 rate:float=1.0,            # multiplies every film hazard (2: about twice the films, smaller δ)
                  max_hours:float=7 * 24     # no films later than this after intime (keeps the image count bounded)
                 )->pd.DataFrame:
     """Chest X-ray studies and images of every stay: an admission film (ED or ICU), follow-ups whose hazard grows with
     severity, morning films while intubated, and films after new lines and tubes. One row per image."""
+    if not rate > 0: raise ValueError(f"film_rate must be > 0, got {rate}")
     n = len(pop); g = state_grid(); T = len(g)
     los = outc.los_h.to_numpy()
     start = -np.minimum(pop.ed_hours.to_numpy(), 23.9)
     alive = (g[None, :] >= start[:, None]) & (g[None, :] < np.minimum(los, max_hours)[:, None])
     clock = (pop.intime.dt.hour.to_numpy()[:, None] + g[None, :]) % 24
     sev = np.clip(0.5 * states['resp'] + 0.4 * states['shock'] + 0.5 * np.abs(np.gradient(states['resp'], axis=1)) * 6, 0, 1.5)
-    base = rng.lognormal(0, 0.5, (n, 1)) * rate
+    base = rng.lognormal(0, 0.5, (n, 1))
     ett = states['ett'] > 0.5
     haz = base * (0.006 + 0.035 * sev ** 1.5) * (g[None, :] >= 0) + 0.005 * ((g[None, :] >= 12) & (g[None, :] < 24)) + 0.015 * ((g[None, :] >= 24) & (g[None, :] < 36)) + 0.005 * ((g[None, :] >= 36) & (g[None, :] < 48))
-    haz = haz + ((clock >= 4) & (clock < 7)) * np.where(ett, 0.22, 0.015) * (g[None, :] >= 2) * base ** 0.5
+    haz = (haz + ((clock >= 4) & (clock < 7)) * np.where(ett, 0.22, 0.015) * (g[None, :] >= 2) * base ** 0.5) * rate
     new_dev = np.zeros((n, T), bool)
     for c in ('ett', 'cvc', 'chest_tube'):
         a = states[c] > 0.5; new_dev[:, 1:] |= a[:, 1:] & ~a[:, :-1]
     p = 1 - np.exp(-haz)
-    p = np.where(new_dev, 0.85, p)
+    p = np.where(new_dev, 0.85 if rate == 1 else 1 - 0.15 ** rate, p)
     hit = (rng.random((n, T)) < p) & alive
     ii, jj = np.nonzero(hit)
     hours = g[jj] + rng.uniform(0.05, 0.95, len(jj))
@@ -1259,11 +1307,17 @@ def _prepare_out(out:Path):
     for d in present: shutil.rmtree(out / d)
     if (out / MARKER).exists(): (out / MARKER).unlink()
 
-def simulate_cohort(n_stays:int=1000, seed:int=0, film_rate:float=1.0)->dict:
+def simulate_cohort(n_stays:int=1000,         # ICU stays simulated
+                    seed:int=0,               # everything is a function of this seed
+                    progression:float=1.0,    # speed of film-visible change in [-24, 48] h (0: none after the films; 1: calibrated)
+                    film_rate:float=1.0       # multiplies how often films are taken (1: calibrated to the paper's δ bins)
+                   )->dict:
     "Everything but the images and files: population, states, outcomes, phenotypes, anatomy, films, labels, EHR"
+    if not float(progression) >= 0: raise ValueError(f"progression must be ≥ 0, got {progression}")
+    if not float(film_rate) > 0: raise ValueError(f"film_rate must be > 0, got {film_rate}")
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(12)]
     pop = sample_population(n_stays, rngs[0])
-    states = simulate_states(pop, rngs[1])
+    states = simulate_states(pop, rngs[1], progression)
     outc = sample_outcomes(pop, states, rngs[2])
     pheno = sample_phenotypes(pop, states, rngs[3])
     anat = sample_anatomy(pop, rngs[4])
@@ -1280,16 +1334,19 @@ def write_synthetic_cohort(out,                  # folder to write into (created
                            n_stays:int=1000,     # ICU stays written (≈85% pass the cohort rules)
                            seed:int=0,           # everything is a function of this seed
                            image_size:int=128,   # stored JPG resolution (square)
-                           film_rate:float=1.0,  # scales the follow-up film hazard
+                           progression:float=1.0,  # speed of film-visible change in [-24, 48] h (0: none; >1: faster)
+                           film_rate:float=1.0,  # multiplies how often films are taken (2: about twice the films)
                            verbose:bool=True,    # print the summary
                            workers:int|None=None # render processes (default: $OMP_NUM_THREADS, else the CPU count, ≤ 4)
                           )->dict:
     "Write a synthetic ICU cohort in MIMIC-IV 2.2 + MIMIC-CXR-JPG 2.0.0 layout with its ground truth; returns paths"
     t0 = time.time()
     if int(image_size) < 16: raise ValueError(f"image_size must be ≥ 16, got {image_size}")
+    if not float(progression) >= 0: raise ValueError(f"progression must be ≥ 0, got {progression}")
+    if not float(film_rate) > 0: raise ValueError(f"film_rate must be > 0, got {film_rate}")
     out = Path(out); _prepare_out(out)
     workers = int(workers or min(int(os.environ.get('OMP_NUM_THREADS') or 0) or os.cpu_count() or 1, 4))
-    C = simulate_cohort(n_stays, seed, film_rate)
+    C = simulate_cohort(n_stays, seed, progression=progression, film_rate=film_rate)
     pop, states, outc, films, anat, acq = C['pop'], C['states'], C['outc'], C['films'], C['anat'], C['acq']
     T = build_tables(pop, outc, C['pheno'], C['chart'], C['lab'], films, C['labels'], C['rng_tables'], image_size)
     paths = {}
@@ -1330,7 +1387,7 @@ def write_synthetic_cohort(out,                  # folder to write into (created
     summary = cohort_summary(T)
     summary.update(seconds=round(time.time() - t0, 1), seconds_tables=round(t_tables, 1), seconds_images=round(t_img, 1))
     info = dict(generator='ddl_cxr.synthetic.write_synthetic_cohort', n_stays=int(n_stays), seed=int(seed),
-                image_size=int(image_size), film_rate=float(film_rate),
+                image_size=int(image_size), progression=float(progression), film_rate=float(film_rate),
                 summary={k: v for k, v in summary.items() if not k.startswith('seconds')})
     with atomic_path(out / MARKER) as tmp: Path(tmp).write_text(json.dumps(info, indent=1, sort_keys=True))
     paths['marker'] = out / MARKER
@@ -1427,3 +1484,128 @@ def variable_stats(T:dict)->pd.DataFrame:
 def variable_means(T:dict)->dict:
     "Mean of each variable (see `variable_stats`)"
     return variable_stats(T)['mean'].to_dict()
+
+# %% ../nbs/01_synthetic.ipynb #b0899810
+FILM_STATE_COLS = LUNG_COLS + ('ctr',)     # the film-visible lung state the ceiling gives its learners
+
+def _ehr_summaries(C:dict, idx:np.ndarray, hi:float=48.0)->pd.DataFrame:
+    "Per stay: mean/min/max/first/last/count of every chart and lab item in [0, hi) h, means over [24, hi) and [36, hi), age, sex"
+    ev = pd.concat([C['chart'][['idx', 'hour', 'itemid', 'valuenum']], C['lab'][['idx', 'hour', 'itemid', 'valuenum']]])
+    ev = ev[(ev.hour >= 0) & (ev.hour < hi) & ev.idx.isin(idx)].dropna(subset=['valuenum'])
+    ev = ev.sort_values(['idx', 'hour'], kind='stable')
+    X = ev.groupby(['idx', 'itemid']).valuenum.agg(['mean', 'min', 'max', 'first', 'last', 'count']).unstack()
+    parts = [X.set_axis([f'{a}_{b}' for a, b in X.columns], axis=1)]
+    for lo in (24, 36):
+        R = ev[ev.hour >= lo].groupby(['idx', 'itemid']).valuenum.mean().unstack()
+        parts.append(R.set_axis([f'mean{lo}_{b}' for b in R.columns], axis=1))
+    X = pd.concat(parts, axis=1).reindex(idx)
+    cnt = [c for c in X.columns if c.startswith('count_')]
+    X[cnt] = X[cnt].fillna(0)
+    X = X.fillna(X.median()).fillna(0)
+    return X.assign(age=C['pop'].age.to_numpy()[idx], male=(C['pop'].gender.to_numpy()[idx] == 'M').astype(float))
+
+def ceiling_design(C:dict)->dict:
+    """The prediction stays of a simulated cohort (kept by the rules, > 48 h, an AP film in [-24, 48] h) and the three
+    feature sets: (a) EHR summaries, (b) (a) + true film state at the last AP film + δ, (c) (a) + true film state at 48 h"""
+    pop, outc, films = C['pop'], C['outc'], C['films']
+    kept = np.flatnonzero((pop.exclusion == '').to_numpy() & (outc.los_h.to_numpy() > 48))
+    f = films[(films.view == 'AP') & films.hour.between(-24, 48) & films.stay_idx.isin(kept)]
+    last = f.groupby('stay_idx').hour.max(); idx, tf = last.index.to_numpy(), last.to_numpy()
+    Xa = _ehr_summaries(C, idx)
+    sf = state_at(C['states'], idx, tf, FILM_STATE_COLS)
+    s48 = state_at(C['states'], idx, np.full(len(idx), 48.0), FILM_STATE_COLS)
+    Fb = pd.DataFrame({f'film_{c}': sf[c] for c in FILM_STATE_COLS}, index=Xa.index).assign(delta=48 - tf)
+    Fc = pd.DataFrame({f'film_{c}': s48[c] for c in FILM_STATE_COLS}, index=Xa.index)
+    return dict(idx=idx, delta=48 - tf, y=outc.mortality.to_numpy()[idx], a=Xa, b=pd.concat([Xa, Fb], axis=1),
+                c=pd.concat([Xa, Fc], axis=1), state_last=sf, state_48=s48)
+
+def _learner(name:str, kind:str, seed:int):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    if name == 'logreg':
+        return make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=3000) if kind == 'clf' else Ridge(alpha=10.0))
+    if name == 'gbm':
+        kw = dict(max_iter=150, learning_rate=0.08, max_leaf_nodes=15, min_samples_leaf=40, l2_regularization=1.0,
+                  early_stopping=False, random_state=seed)
+        return HistGradientBoostingClassifier(**kw) if kind == 'clf' else HistGradientBoostingRegressor(**kw)
+    raise ValueError(f"unknown learner {name!r}: use 'logreg' or 'gbm'")
+
+def world_ceiling(n_stays:int=6000,         # ICU stays simulated (≈ 77% become prediction stays)
+                  seed:int=0,               # world seed (also the CV split and the GBM seed)
+                  progression:float=1.0,    # the world's progression dial (see `simulate_cohort`)
+                  film_rate:float=1.0,      # the world's film-rate dial
+                  folds:int=5,              # stratified CV folds
+                  learners=('logreg', 'gbm') # 'logreg' (ridge for R²) and/or 'gbm' (sklearn HistGradientBoosting)
+                 )->dict:
+    """What the world itself allows, measured on the true state (no images): mortality AUROC from (a) EHR summaries,
+    (b) (a) + film state at the last film + δ, (c) (a) + film state at 48 h; R² of the 48-h lung burden and of its
+    change since the last film; (c) − (b) by δ bin. Returns dict of DataFrames: auroc, gain, r2, bins, and info"""
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.metrics import roc_auc_score, r2_score
+    learners = tuple(learners)
+    if not learners: raise ValueError("learners must name at least one of 'logreg', 'gbm'")
+    for L in learners: _learner(L, 'clf', seed)
+    if int(folds) < 2: raise ValueError(f"folds must be ≥ 2, got {folds}")
+    D = ceiling_design(simulate_cohort(n_stays, seed, progression=progression, film_rate=film_rate))
+    y = D['y']
+    if y.sum() < 2 * folds: raise ValueError(f"{len(y)} prediction stays with {int(y.sum())} deaths: too few for {folds} folds")
+    b_last, b48 = lung_burden(D['state_last']), lung_burden(D['state_48'])
+    targets = {'lung burden at 48 h': b48, 'lung change (48 h − last film)': b48 - b_last}
+    inputs = {'last film + δ + EHR': D['b'], 'EHR + δ (no film)': D['a'].assign(delta=D['delta'])}
+    cv = list(StratifiedKFold(int(folds), shuffle=True, random_state=seed).split(D['a'], y))
+    dbin = np.digitize(D['delta'], DELTA_BINS[1:-1])
+    auc, r2, gains = [], [], []
+    for L in learners:
+        oof = {}
+        for fs in 'abc':
+            X = D[fs].to_numpy(np.float64); oof[fs] = np.zeros(len(y))
+            for k, (tr, te) in enumerate(cv):
+                oof[fs][te] = _learner(L, 'clf', seed).fit(X[tr], y[tr]).predict_proba(X[te])[:, 1]
+                auc.append(dict(learner=L, features=fs, fold=k, auroc=roc_auc_score(y[te], oof[fs][te])))
+        for k, (tr, te) in enumerate(cv):
+            for b in range(len(DELTA_BINS) - 1):
+                m = te[dbin[te] == b]
+                if 0 < y[m].sum() < len(m):
+                    gains.append(dict(learner=L, bin=b, fold=k, gain=roc_auc_score(y[m], oof['c'][m]) - roc_auc_score(y[m], oof['b'][m])))
+        for tn, tv in targets.items():
+            for inp, X in inputs.items():
+                X = X.to_numpy(np.float64)
+                for k, (tr, te) in enumerate(cv):
+                    pred = _learner(L, 'reg', seed).fit(X[tr], tv[tr]).predict(X[te])
+                    r2.append(dict(learner=L, target=tn, inputs=inp, fold=k, r2=r2_score(tv[te], pred)))
+    auc, r2, gains = pd.DataFrame(auc), pd.DataFrame(r2), pd.DataFrame(gains)
+    names = {'a': '(a) EHR', 'b': '(b) EHR + last film + δ', 'c': '(c) EHR + film at 48 h'}
+    A = auc.groupby(['features', 'learner']).auroc.agg(['mean', 'std']).unstack('learner').rename(index=names)
+    per = auc.pivot_table(index=['learner', 'fold'], columns='features', values='auroc')
+    G = (per['c'] - per['b']).groupby(level=0).agg(['mean', 'std'])
+    R = r2.groupby(['target', 'inputs', 'learner']).r2.agg(['mean', 'std']).unstack('learner')
+    labels = [f'[{DELTA_BINS[i]},{DELTA_BINS[i + 1]})' if np.isfinite(DELTA_BINS[i + 1]) else f'≥{DELTA_BINS[i]}'
+              for i in range(len(DELTA_BINS) - 1)]
+    Bn = gains.groupby(['bin', 'learner']).gain.agg(['mean', 'std']).unstack('learner')
+    cnt = pd.DataFrame({'stays': np.bincount(dbin, minlength=len(labels)),
+                        'deaths': np.bincount(dbin, weights=y, minlength=len(labels)).astype(int)})
+    Bn = pd.concat([cnt.set_axis(pd.MultiIndex.from_product([cnt.columns, ['']]), axis=1), Bn.reindex(cnt.index)], axis=1)
+    Bn.index = pd.Index(labels, name='δ bin')
+    info = dict(n_stays=int(n_stays), prediction_stays=int(len(y)), mortality=float(y.mean()), folds=int(folds),
+                progression=float(progression), film_rate=float(film_rate))
+    return dict(auroc=A, gain=G, r2=R, bins=Bn, info=info)
+
+def plot_world_ceiling(result:dict):
+    "Figure: mortality AUROC of (a), (b), (c) per learner (± CV SD), and (c) − (b) by δ bin"
+    import matplotlib.pyplot as plt
+    A, Bn = result['auroc'], result['bins']; learners = list(A['mean'].columns)
+    fig, ax = plt.subplots(1, 2, figsize=(8, 2.8), dpi=80)
+    x = np.arange(len(A)); w = 0.8 / len(learners)
+    for k, L in enumerate(learners):
+        ax[0].bar(x + k * w, A['mean'][L], w, yerr=A['std'][L], label=L, capsize=2)
+        ax[1].errorbar(np.arange(len(Bn)) + 0.05 * k, Bn['mean'][L], yerr=Bn['std'][L], marker='o', capsize=2, label=L)
+    ax[0].set_xticks(x + 0.4 - w / 2, ['(a) EHR', '(b) + last film', '(c) + film 48 h'], fontsize=8)
+    lo = float(A['mean'].min().min()); ax[0].set_ylim(max(0.5, lo - 0.08), 1.0); ax[0].set_ylabel('mortality AUROC')
+    ax[0].legend(fontsize=7); ax[0].set_title(f"world ceiling, {result['info']['prediction_stays']} stays", fontsize=9)
+    ax[1].axhline(0, color='grey', lw=0.8); ax[1].set_xticks(range(len(Bn)), Bn.index, fontsize=8)
+    ax[1].set_xlabel('δ (h)'); ax[1].set_ylabel('AUROC (c) − (b)'); ax[1].legend(fontsize=7)
+    ax[1].set_title('what a 48-h film adds, by δ', fontsize=9)
+    fig.tight_layout()
+    return fig
