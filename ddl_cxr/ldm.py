@@ -145,12 +145,14 @@ class LDMLoss:
 
 # %% ../nbs/10_ldm.ipynb #be490e29
 class LambdaRamp(Callback):
-    "Set λ1 of the loss before every training batch"
+    """Set λ1 of the loss before every training batch; validation uses λ1 = 1 (the end of the ramp), so the loss that
+    selects the checkpoint does not grow with the epoch (the ramp's value would bias selection towards early epochs)"""
     order = 5
     def __init__(self, reference:bool=False): self.reference = reference
     def before_batch(self):
         if self.training:
             self.learn.loss_func.lambda1 = lambda_ramp(self.epoch, self.iter, self.n_iter, self.n_epoch, self.reference)
+    def before_validate(self): self.learn.loss_func.lambda1 = 1.0
 
 class EMA(Callback):
     "Exponential moving average of the UNet (decay min(d, (1+n)/(10+n)), as LitEma); validation runs on the EMA weights"
@@ -199,11 +201,15 @@ class LossParts(Metric):
 
 # %% ../nbs/10_ldm.ipynb #147a7c86
 def _rng_state(learn)->dict:
-    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
-                dl=learn.dls.train.rng.getstate(), dl_iter=getattr(learn.dls.train, '_n_iter', 0))
+    "Every random state, as tensors and plain Python values only (so the checkpoint loads with weights_only=True)"
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return dict(torch=torch.get_rng_state(), numpy=(name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+                python=random.getstate(), dl=learn.dls.train.rng.getstate(), dl_iter=getattr(learn.dls.train, '_n_iter', 0))
 
 def _set_rng_state(learn, s:dict):
-    torch.set_rng_state(s['torch']); np.random.set_state(s['numpy']); random.setstate(s['python'])
+    name, keys, pos, has_gauss, gauss = s['numpy']
+    torch.set_rng_state(s['torch']); np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(s['python'])
     learn.dls.train.rng.setstate(s['dl']); learn.dls.train._n_iter = s['dl_iter']
 
 def _skipped(learn)->bool: return learn.epoch < getattr(learn, 'resume_from', 0)
@@ -247,7 +253,10 @@ class Checkpoint(Callback):
 
 def load_checkpoint(learn, path)->int:
     "Restore a `Checkpoint` into `learn`; returns the epoch to start from"
-    ck = torch.load(path, map_location='cpu', weights_only=False)
+    try: ck = torch.load(path, map_location='cpu', weights_only=True)     # tensors and plain values only: no code runs
+    except Exception as e:
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: truncated, or not this project's): "
+                         "delete it, or rerun the stage with --force") from None
     if ck['config'] != learn.model.cfg.to_dict(): raise ValueError(f"checkpoint {path} was made with another config")
     learn.model.load_state_dict(ck['model'])
     learn.create_opt(); learn.opt.load_state_dict(ck['opt'])

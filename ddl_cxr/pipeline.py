@@ -4,18 +4,20 @@
 
 # %% ../nbs/12a_pipeline.ipynb #5279d76d
 from __future__ import annotations
-import os, json, time, math
+import os, json, time, math, hashlib, shutil
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from .core import *
 from . import mimic, ehr as ehrmod, cohort as co, data, vae as vaemod, ldm as ldmmod, predict, evaluate
+from . import genquality as genq
 
 # %% auto #0
-__all__ = ['DEMO_VARIANTS', 'LDM_ABLATIONS', 'FULL_VARIANTS', 'CASE_VARIABLES', 'layout', 'prepare_cohort', 'load_cohort',
-           'cohort_outputs', 'train_vae_stage', 'encode_oracle', 'train_ldm_stage', 'predict_stage', 'oracle_figure',
-           'ehr_trajectory', 'evaluate_stage', 'effective_config', 'pipeline_stages', 'run_pipeline']
+__all__ = ['EVAL_TEST_PAIRS', 'DEMO_VARIANTS', 'LDM_ABLATIONS', 'FULL_VARIANTS', 'CASE_VARIABLES', 'RESUMABLE', 'layout',
+           'prepare_cohort', 'load_cohort', 'cohort_outputs', 'train_vae_stage', 'encode_oracle', 'train_ldm_stage',
+           'predict_stage', 'oracle_figure', 'ehr_trajectory', 'evaluate_stage', 'stage_key', 'reset_stale',
+           'effective_config', 'pipeline_stages', 'run_pipeline']
 
 # %% ../nbs/12a_pipeline.ipynb #9f60397c
 def layout(workdir)->dict:
@@ -121,6 +123,8 @@ def _latent_store(vae_dir)->data.LatentStore:
     ids, mean, logvar = vaemod.load_latents(Path(vae_dir)/'latents.npz')
     return data.LatentStore(ids, mean, logvar)
 
+EVAL_TEST_PAIRS = 1024      # LDM test pairs scored for generation quality and EHR reliance (a seeded subset: cost)
+
 def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num_workers:int=0, progress=False, log=print)->dict:
     "Train the LDM; generate ẑ1 for every prediction sample and for the LDM test pairs"
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +136,8 @@ def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
                         num_workers=num_workers, device=dev, seed=cfg.ldm.seed, n_inp=4)
     t0 = time.time()
     ldmmod.train_ldm(dls, cfg, out, progress=progress)
-    log(f"[ldm] trained {cfg.ldm.epochs} epochs on {len(dls.train.dataset)} pairs in {time.time()-t0:.0f}s")
+    n_ep = ldmmod.ldm_epochs(cfg, len(dls.train))
+    log(f"[ldm] trained {n_ep} epochs ({n_ep * len(dls.train)} steps) on {len(dls.train.dataset)} pairs in {time.time()-t0:.0f}s")
     model = ldmmod.load_ldm(out/'ldm.pth', device=dev)
     pred = t['pred'][t['pred'].dicom_id.isin(lat.row)]
     gen = data.GenerationDataset(pred, lat, t['ehr_gen'])
@@ -140,12 +145,19 @@ def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
     z1 = ldmmod.generate_z1(model, dl, pred.sample_id.tolist(), cfg, n_samples=cfg.ldm.n_gen_samples, seed=cfg.ldm.seed, device=dev)
     ldmmod.save_z1(out/'z1.npz', z1)
     test = pairs[pairs.split == 'test']
+    if len(test) > EVAL_TEST_PAIRS: test = test.sample(EVAL_TEST_PAIRS, random_state=0).sort_values('sample_id')
+    rdl = torch.utils.data.DataLoader(data.LDMDataset(test, lat, t['ehr_ldm']), batch_size=256, shuffle=False, collate_fn=data.collate_ldm)
+    T = cfg.diffusion.timesteps                          # t = 20, 100, 300, 500 of 1000 (the same fractions of a shorter schedule)
+    rel = ldmmod.ehr_reliance(model, rdl, ts=[max(1, round(f * T)) for f in (0.02, 0.1, 0.3, 0.5)], seed=cfg.ldm.seed, device=dev)
+    with atomic_path(out/'reliance.csv') as tmp: rel.to_csv(tmp, index=False)
+    log(f"[ldm] EHR reliance (ε-MSE another patient's − own ± SE): " +
+        ', '.join(f"t={r.t}: {r.diff:+.4f} ± {r.se:.4f}" for r in rel.itertuples()))
     tp = pd.DataFrame({'sample_id': test.sample_id, 'dicom_id': test.x0_dicom_id})
     dl = torch.utils.data.DataLoader(data.GenerationDataset(tp, lat, t['ehr_ldm']), batch_size=256, shuffle=False,
                                      collate_fn=data.collate_generation)
     ldmmod.save_z1(out/'z1_test_pairs.npz', ldmmod.generate_z1(model, dl, tp.sample_id.tolist(), cfg, seed=cfg.ldm.seed, device=dev))
     log(f"[ldm] generated ẑ1 for {len(z1)} prediction samples and {len(tp)} test pairs")
-    return dict(z1=out/'z1.npz', z1_test_pairs=out/'z1_test_pairs.npz')
+    return dict(z1=out/'z1.npz', z1_test_pairs=out/'z1_test_pairs.npz', reliance=out/'reliance.csv')
 
 # %% ../nbs/12a_pipeline.ipynb #5d700866
 DEMO_VARIANTS = ('uni_ehr', 'last_cxr', 'ddl_cxr', 'oracle_cxr')
@@ -173,8 +185,10 @@ def predict_stage(cohort_dir, vae_dir, ldm_dir, out_dir, cfg:Config, variants=DE
     elif 'oracle_cxr' in variants:
         log("[predict] no oracle latents (real data): Oracle-CXR is left out"); variants = [v for v in variants if v != 'oracle_cxr']
     pred = t['pred'][t['pred'].dicom_id.isin(cache.row)]
+    ids, mean, _ = vaemod.load_latents(Path(vae_dir)/'latents.npz')      # z0 of every film: the linear readouts' input
+    latents = dict(zip([str(i) for i in ids], mean.numpy()))
     return predict.run_predictions(pred, t['ehr_pred'], cache, cfg, variants=list(variants), tasks=list(tasks), seeds=seeds,
-                                   z1_sources=z1_sources, workdir=out_dir, device=device, log=log, n_jobs=n_jobs)
+                                   z1_sources=z1_sources, latents=latents, workdir=out_dir, device=device, log=log, n_jobs=n_jobs)
 
 # %% ../nbs/12a_pipeline.ipynb #eaf8b19d
 def oracle_figure(workdir, cfg:Config, n:int=4, split:str='test', device='cpu'):
@@ -217,6 +231,7 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
     preds = pd.read_parquet(Path(predict_dir)/'predictions.parquet')
     ev = evaluate.evaluate_predictions(preds, n_boot=cfg.eval.n_bootstrap, ci=cfg.eval.ci, bins=cfg.eval.delta_bins)
     tables, figures, notes = dict(ev['tables']), {}, list(ev['notes'])
+    extra = {'seed': cfg.seed}                             # what verdict.json adds to the metrics
     t = load_cohort(cohort_dir); lat = _latent_store(vae_dir)
     test = t['pairs'][t['pairs'].split == 'test']
     z1p = ldmmod.load_z1(Path(ldm_dir)/'z1_test_pairs.npz')
@@ -232,9 +247,10 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
         vae = vaemod.load_vae(Path(vae_dir)/'vae.pth', device=dev).eval()
         dec = lambda z: torch.cat([vae.decode(torch.as_tensor(z[i:i+256], device=dev)).clamp(-1, 1).cpu()
                                    for i in range(0, len(z), 256)])
-        with torch.no_grad():
-            imgs = {k: dec(v) for k, v in dict(x0=x0, x1=x1).items()}
-            gimgs = {k: dec(v) for k, v in gen.items()}
+        cache = co.ImageCache(Path(cohort_dir)/'images', cfg.image.load_size)
+        film = lambda ids: vaemod.films_to_input(np.stack([data.crop(np.asarray(cache[i]), cfg.image.size) for i in ids]))
+        imgs = dict(x0=film(test.x0_dicom_id), x1=film(test.x1_dicom_id))     # the real films, as the paper compares them
+        with torch.no_grad(): gimgs = {k: dec(v) for k, v in gen.items()}
         imgs['g'] = gimgs['ddl_cxr']
         lp = evaluate.generation_pairs(x0, x1, gen)
         ip = evaluate.generation_pairs(imgs['x0'], imgs['x1'], gimgs)
@@ -251,6 +267,9 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
                 orc = np.stack([om[int(i)] for i in pt.sample_id]); zh = np.stack([z1[str(i)] for i in pt.sample_id])
                 tables['Generation at the prediction time against the true (oracle) film at 48 h, test samples (synthetic only)'] = \
                     evaluate.generation_table({'Last-CXR (x0) vs oracle@48h': (z0, orc), 'DDL-CXR vs oracle@48h': (zh, orc)}, paper=False)
+                gq = genq.patient_generation(z0, zh, orc, pt.delta.to_numpy(), cfg.eval.delta_bins)
+                tables['Per patient: error of ẑ1 and of the last film z0 to the true 48-h latent, test samples (synthetic only)'] = gq
+                extra['generation_per_patient'] = genq.generation_verdict(gq)
                 figures['Last film | generated at 48 h | oracle at 48 h (synthetic test stays)'] = oracle_figure(
                     Path(cohort_dir).parent, cfg, n=n_cases, device=dev)
         events = ehrmod.read_events(Path(extract_dir)/'events.parquet', test.stay_id.iloc[:n_cases]) if extract_dir else None
@@ -260,11 +279,46 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
             figures[f'Case {j+1}: stay {r.stay_id}, x0 at {r.t0:.0f} h, x1 at {r.t1:.0f} h'] = evaluate.case_study_figure(
                 imgs['x0'][j], imgs['x1'][j], imgs['g'][j], traj, t0=r.t0, t1=r.t1)
     else: notes.append("Fewer than 2 LDM test pairs: no generation-quality table.")
-    path = evaluate.write_report(out_dir, tables, figures, notes, ev['verdict'])
+    rel = Path(ldm_dir)/'reliance.csv'
+    if rel.exists():                                     # the LDM stage's EHR-reliance diagnostic (10_ldm)
+        r = pd.read_csv(rel)
+        tables['EHR reliance of the LDM: held-out ε-MSE with the own, another patient\'s, and no EHR'] = r.set_index('t')
+        extra['ehr_reliance'] = r.to_dict('records')
+    vj = evaluate.with_extra(ev['verdict_json'], extra)
+    path = evaluate.write_report(out_dir, tables, figures, notes, ev['verdict'], verdict_json=vj)
     log(f"[evaluate] report: {path}")
     return path
 
 # %% ../nbs/12a_pipeline.ipynb #0e56b5f1
+RESUMABLE = {'ldm': ('ldm_last.pth', 'ldm.pth'), 'predict': ('runs', 'models')}   # what a stage resumes from
+
+def stage_key(config:dict, inputs:dict)->str:
+    "A fingerprint of a stage's config and inputs: what its resumable leftovers must have been made from"
+    fp = {k: fingerprint(v) for k, v in inputs.items()}
+    return hashlib.sha256(json.dumps({'config': config, 'inputs': fp}, sort_keys=True, default=str).encode()).hexdigest()
+
+def reset_stale(folder, key:str, leftovers, force:bool=False, log=print)->list:
+    """Before a stage resumes in `folder`: delete its `leftovers` (checkpoints, cached runs) unless they were made from
+    the same config and inputs (`key`), or when forced. Returns what was deleted"""
+    folder = Path(folder); f = folder/'inputs.key'
+    same = f.exists() and f.read_text() == key
+    gone = [] if same and not force else [n for n in leftovers if (folder/n).exists()]
+    for n in leftovers:                  # a truncated or foreign checkpoint would crash every rerun: one line, then gone
+        if n in gone or not n.endswith('.pth') or not (folder/n).exists(): continue
+        try: torch.load(folder/n, map_location='cpu', weights_only=True)
+        except Exception as e: log(f"[{folder.name}] {n} cannot be read ({type(e).__name__}): rebuilding it"); gone.append(n)
+    for n in gone: shutil.rmtree(folder/n) if (folder/n).is_dir() else (folder/n).unlink()
+    if gone: log(f"[{folder.name}] {'--force' if force else 'inputs or config changed'}: starting over (removed {', '.join(gone)})")
+    atomic_write_text(f, key)
+    return gone
+
+def _guard(stage:str, fn, folder, conf:dict, inputs:dict, force:bool, log):
+    "`fn` preceded by `reset_stale` of the stage's resumable leftovers"
+    def run():
+        reset_stale(folder, stage_key(conf, inputs), RESUMABLE['ldm' if stage in LDM_ABLATIONS else stage], force, log)
+        return fn()
+    return run
+
 def _sections(cfg:Config, *names)->dict:
     d = cfg.to_dict(); return {'seed': d['seed'], 'refcode': d['refcode'], **{n: d[n] for n in names}}
 
@@ -278,7 +332,7 @@ def effective_config(cfg:Config, synthetic:bool)->Config:
 
 def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=DEMO_VARIANTS, seeds=None,
                     device='auto', n_jobs:int|None=None, n_workers:int=0, memory_limit:str|None=None,
-                    progress:bool=True, log=print)->list:
+                    progress:bool=True, force:bool=False, log=print)->list:
     """The stages as (name, fn, config, inputs, outputs) for `run_stage`. Resources, not configuration (they do not
     change any output): `n_jobs` predictor runs in parallel (default: CPU cores on CPU), `n_workers` processes
     decoding images, `memory_limit` for DuckDB in the extraction (e.g. '4GB'; beyond it DuckDB spills to disk)"""
@@ -295,7 +349,8 @@ def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=
     img = co.cache_paths(p['images'], cfg.image.load_size)
     vae_out = {'vae': p['vae']/'vae.pth', 'latents': p['vae']/'latents.npz'}
     if synthetic: vae_out['oracle'] = p['vae']/'oracle_latents.npz'
-    ldm_out = {'ldm': p['ldm']/'ldm.pth', 'z1': p['ldm']/'z1.npz', 'z1_test_pairs': p['ldm']/'z1_test_pairs.npz'}
+    ldm_out = {'ldm': p['ldm']/'ldm.pth', 'z1': p['ldm']/'z1.npz', 'z1_test_pairs': p['ldm']/'z1_test_pairs.npz',
+               'reliance': p['ldm']/'reliance.csv'}
     pred_out = {'predictions': p['predict']/'predictions.parquet'}
     ablations = [v for v in variants if v in LDM_ABLATIONS]
     stages = []
@@ -329,9 +384,11 @@ def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=
          pred_out),
         ('evaluate', lambda: evaluate_stage(p['cohort'], p['vae'], p['ldm'], p['predict'], p['report'], cfg, p['extract'],
                                             device, log=log),
-         _sections(cfg, 'eval'), {**pred_out, 'z1_test_pairs': ldm_out['z1_test_pairs']}, {'report': p['report']/'report.md'}),
+         _sections(cfg, 'eval'), {**pred_out, 'z1_test_pairs': ldm_out['z1_test_pairs'], 'reliance': ldm_out['reliance']},
+         {'report': p['report']/'report.md', 'verdict': p['report']/'verdict.json'}),
     ]
-    return stages
+    folders = {'ldm': p['ldm'], 'predict': p['predict'], **{n: Path(workdir)/f'ldm_{n}' for n in ablations}}
+    return [(n, _guard(n, fn, folders[n], c, i, force, log) if n in folders else fn, c, i, o) for n, fn, c, i, o in stages]
 
 def _peak_rss_mb()->float:
     "Peak resident memory of this process and of its finished children, in MB"
@@ -345,7 +402,7 @@ def run_pipeline(workdir, cfg:Config, only:list|None=None, force:bool=False, log
     with workdir_lock(workdir):                     # one run per work directory (a second one fails at once)
         atomic_save_json(workdir/'config.json', effective_config(cfg, kw.get('mimic_dir') is None).to_dict())
         times, t_all = {}, time.time()
-        for name, fn, conf, inputs, outputs in pipeline_stages(workdir, cfg, log=log, **kw):
+        for name, fn, conf, inputs, outputs in pipeline_stages(workdir, cfg, force=force, log=log, **kw):
             if only and name not in only: continue
             t0 = time.time()
             log(f"[{name}] ...")

@@ -1500,9 +1500,10 @@ def _ehr_summaries(C:dict, idx:np.ndarray, hi:float=48.0)->pd.DataFrame:
         parts.append(R.set_axis([f'mean{lo}_{b}' for b in R.columns], axis=1))
     X = pd.concat(parts, axis=1).reindex(idx)
     cnt = [c for c in X.columns if c.startswith('count_')]
-    X[cnt] = X[cnt].fillna(0)
+    X = pd.concat([X[cnt].fillna(0), X.drop(columns=cnt)], axis=1)
     X = X.fillna(X.median()).fillna(0)
-    return X.assign(age=C['pop'].age.to_numpy()[idx], male=(C['pop'].gender.to_numpy()[idx] == 'M').astype(float))
+    demo = pd.DataFrame({'age': C['pop'].age.to_numpy()[idx], 'male': (C['pop'].gender.to_numpy()[idx] == 'M').astype(float)}, index=X.index)
+    return pd.concat([X, demo], axis=1)
 
 def ceiling_design(C:dict)->dict:
     """The prediction stays of a simulated cohort (kept by the rules, > 48 h, an AP film in [-24, 48] h) and the three
@@ -1553,7 +1554,7 @@ def world_ceiling(n_stays:int=6000,         # ICU stays simulated (≈ 77% becom
     if y.sum() < 2 * folds: raise ValueError(f"{len(y)} prediction stays with {int(y.sum())} deaths: too few for {folds} folds")
     b_last, b48 = lung_burden(D['state_last']), lung_burden(D['state_48'])
     targets = {'lung burden at 48 h': b48, 'lung change (48 h − last film)': b48 - b_last}
-    inputs = {'last film + δ + EHR': D['b'], 'EHR + δ (no film)': D['a'].assign(delta=D['delta'])}
+    inputs = {'last film + δ + EHR': D['b'], 'EHR + δ (no film)': pd.concat([D['a'], D['b'][['delta']]], axis=1)}
     cv = list(StratifiedKFold(int(folds), shuffle=True, random_state=seed).split(D['a'], y))
     dbin = np.digitize(D['delta'], DELTA_BINS[1:-1])
     auc, r2, gains = [], [], []
