@@ -16,8 +16,8 @@ from . import genquality as genq
 # %% auto #0
 __all__ = ['EVAL_TEST_PAIRS', 'DEMO_VARIANTS', 'LDM_ABLATIONS', 'FULL_VARIANTS', 'CASE_VARIABLES', 'RESUMABLE', 'layout',
            'prepare_cohort', 'load_cohort', 'cohort_outputs', 'train_vae_stage', 'encode_oracle', 'train_ldm_stage',
-           'predict_stage', 'oracle_figure', 'ehr_trajectory', 'evaluate_stage', 'stage_key', 'reset_stale',
-           'effective_config', 'pipeline_stages', 'run_pipeline']
+           'predict_stage', 'oracle_figure', 'ehr_trajectory', 'real_films', 'evaluate_stage', 'stage_key',
+           'reset_stale', 'effective_config', 'pipeline_stages', 'run_pipeline']
 
 # %% ../nbs/12a_pipeline.ipynb #9f60397c
 def layout(workdir)->dict:
@@ -224,6 +224,10 @@ def ehr_trajectory(events:pd.DataFrame, stay_id:int, t0:float, t1:float, variabl
     e = e.assign(v=pd.to_numeric(e.value, errors='coerce')).dropna(subset=['v'])
     return e.pivot_table(index='hours', columns='variable', values='v', aggfunc='last').reset_index()
 
+def real_films(cache:co.ImageCache, dicom_ids, size:int)->torch.Tensor:
+    "The cached films themselves, centre-cropped as every stage sees them: (N,3,S,S) in [−1, 1]"
+    return vaemod.films_to_input(np.stack([data.crop(np.asarray(cache[i]), size) for i in dicom_ids]))
+
 def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Config, extract_dir=None, device='auto',
                    n_cases:int=3, log=print)->Path:
     "Tables, figures and report.md from the prediction table and the generated latents"
@@ -248,8 +252,7 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
         dec = lambda z: torch.cat([vae.decode(torch.as_tensor(z[i:i+256], device=dev)).clamp(-1, 1).cpu()
                                    for i in range(0, len(z), 256)])
         cache = co.ImageCache(Path(cohort_dir)/'images', cfg.image.load_size)
-        film = lambda ids: vaemod.films_to_input(np.stack([data.crop(np.asarray(cache[i]), cfg.image.size) for i in ids]))
-        imgs = dict(x0=film(test.x0_dicom_id), x1=film(test.x1_dicom_id))     # the real films, as the paper compares them
+        imgs = {k: real_films(cache, test[f'{k}_dicom_id'], cfg.image.size) for k in ('x0', 'x1')}   # the real films, as the paper
         with torch.no_grad(): gimgs = {k: dec(v) for k, v in gen.items()}
         imgs['g'] = gimgs['ddl_cxr']
         lp = evaluate.generation_pairs(x0, x1, gen)
