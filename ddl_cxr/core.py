@@ -234,7 +234,7 @@ class PredConfig:
     batch_size: int = 64                    # §6
     epochs: int = 100                       # §6
     patience: int = 10                      # §6: early stopping on val AUPRC
-    monitor: str = 'auprc'                  # §6: validation metric for early stopping and the best epoch: 'auprc' (paper), 'auroc' or 'valid_loss'
+    monitor: str = 'auprc'                  # validation metric for early stopping and the best epoch: 'auprc' (paper), 'auroc' or 'valid_loss'
     seeds: tuple = (0, 1, 2, 3, 4)          # §9: 5 seeds
 
 @dataclass
