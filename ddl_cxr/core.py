@@ -15,10 +15,10 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['CHEXPERT_LABELS', 'PHENOTYPE_LABELS', 'DELTA_BINS', 'TASKS', 'PKG_DIR', 'SHARED_ENV', 'DEMO_HINT', 'PROFILES',
-           'SEEDED_STAGES', 'BIG_FILE', 'resource_path', 'shared_data_dir', 'shared_available', 'skip_msg', 'RefCode',
-           'CohortConfig', 'EHRConfig', 'ImageConfig', 'VAEConfig', 'EHREncoderConfig', 'UNetConfig', 'DiffusionConfig',
-           'LDMConfig', 'PredConfig', 'EvalConfig', 'SynthConfig', 'Config', 'update_config', 'stage_seed',
-           'get_config', 'seed_everything', 'stable_seed', 'get_device', 'set_threads', 'atomic_path',
+           'SEEDED_STAGES', 'BIG_FILE', 'bin_names', 'resource_path', 'shared_data_dir', 'shared_available', 'skip_msg',
+           'RefCode', 'CohortConfig', 'EHRConfig', 'ImageConfig', 'VAEConfig', 'EHREncoderConfig', 'UNetConfig',
+           'DiffusionConfig', 'LDMConfig', 'PredConfig', 'EvalConfig', 'SynthConfig', 'Config', 'update_config',
+           'stage_seed', 'get_config', 'seed_everything', 'stable_seed', 'get_device', 'set_threads', 'atomic_path',
            'atomic_write_bytes', 'atomic_write_text', 'atomic_save_json', 'atomic_torch_save', 'clean_tmp', 'Listing',
            'fingerprint', 'Manifest', 'run_stage', 'WorkdirBusy', 'workdir_lock', 'env_info']
 
@@ -41,6 +41,11 @@ PHENOTYPE_LABELS = (
 
 DELTA_BINS = (0, 12, 24, 36, math.inf)  # δ = hours from the last CXR to the 48 h prediction time (paper Tables 2, 10)
 TASKS = ('mortality', 'phenotype')
+
+def bin_names(bins=DELTA_BINS)->list:
+    "Names of the δ bins: '[0,12)', ..., '≥36' (every table and verdict that splits by δ uses these)"
+    f = lambda x: f"{x:g}"
+    return [f"[{f(a)},{f(b)})" if math.isfinite(b) else f"≥{f(a)}" for a, b in zip(bins[:-1], bins[1:])]
 
 # %% ../nbs/00_core.ipynb #adef2077
 PKG_DIR = Path(__file__).resolve().parent if '__file__' in globals() else Path('.').resolve().parent/'ddl_cxr'

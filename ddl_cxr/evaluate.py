@@ -18,8 +18,8 @@ from . import __version__
 # %% auto #0
 __all__ = ['PRED_COLUMNS', 'VARIANT_NAMES', 'LINEAR', 'METRICS', 'VERDICT_SCHEMA', 'VERDICT_KEYS', 'PAPER', 'PAPER_DELTA',
            'PAPER_GEN', 'ABLATIONS', 'INCEPTION_FILE', 'INCEPTION_ENV', 'RANDCONV', 'GEN_ROW_NAMES', 'METHOD_NOTES',
-           'variant_name', 'order_variants', 'check_predictions', 'toy_predictions', 'bin_names', 'delta_bin', 'auroc',
-           'auprc', 'weighted_auroc_auprc', 'bootstrap_weights', 'percentile_ci', 'prediction_arrays', 'score_arrays',
+           'variant_name', 'order_variants', 'check_predictions', 'toy_predictions', 'delta_bin', 'auroc', 'auprc',
+           'weighted_auroc_auprc', 'bootstrap_weights', 'percentile_ci', 'prediction_arrays', 'score_arrays',
            'compute_metrics', 'gap_fraction', 'paired_difference', 'verdict', 'json_safe', 'verdict_dict', 'auroc_mean',
            'with_extra', 'write_verdict', 'difference_table', 'main_table', 'delta_table', 'average_rank',
            'label_table', 'ablation_table', 'flatten_latents', 'frechet_distance', 'wasserstein_exact',
@@ -100,11 +100,6 @@ def toy_predictions(n:int=200,                       # samples per split
     return pd.concat(out, ignore_index=True)
 
 # %% ../nbs/12_evaluate.ipynb #a24dc2ea
-def bin_names(bins:Sequence=DELTA_BINS)->list:
-    "Names of the δ bins: '[0,12)', ..., '≥36'"
-    f = lambda x: f"{x:g}"
-    return [f"[{f(a)},{f(b)})" if math.isfinite(b) else f"≥{f(a)}" for a, b in zip(bins[:-1], bins[1:])]
-
 def delta_bin(delta, bins:Sequence=DELTA_BINS)->pd.Categorical:
     "The δ bin of each value, left-closed/right-open; values outside the edges are an error"
     d = np.asarray(delta, dtype=float)
@@ -112,7 +107,7 @@ def delta_bin(delta, bins:Sequence=DELTA_BINS)->pd.Categorical:
     if (d < bins[0]).any() or (d >= bins[-1]).any():
         raise ValueError(f"delta outside the bin edges [{bins[0]}, {bins[-1]}): {d[(d < bins[0]) | (d >= bins[-1])][:3]}")
     idx = np.searchsorted(np.asarray(bins, dtype=float), d, side='right') - 1
-    names = bin_names(bins)
+    names = bin_names(bins)                  # (00_core)
     return pd.Categorical.from_codes(idx, categories=names)
 
 # %% ../nbs/12_evaluate.ipynb #55e08b92

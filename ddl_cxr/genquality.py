@@ -8,7 +8,7 @@ import math
 from typing import Sequence
 import numpy as np
 import pandas as pd
-from .core import DELTA_BINS
+from .core import DELTA_BINS, bin_names
 
 # %% auto #0
 __all__ = ['latent_mse', 'patient_generation', 'generation_verdict']
@@ -27,9 +27,7 @@ def _bin_labels(delta, bins:Sequence)->np.ndarray:
     d = np.asarray(delta, dtype=float)
     if np.isnan(d).any() or (d < bins[0]).any() or (d >= bins[-1]).any():
         raise ValueError(f"delta must lie in [{bins[0]}, {bins[-1]}) without missing values")
-    f = lambda x: f"{x:g}"
-    names = np.array([f"[{f(a)},{f(b)})" if math.isfinite(b) else f"≥{f(a)}" for a, b in zip(bins[:-1], bins[1:])])
-    return names[np.searchsorted(np.asarray(bins, dtype=float), d, side='right') - 1]
+    return np.array(bin_names(bins))[np.searchsorted(np.asarray(bins, dtype=float), d, side='right') - 1]
 
 def _paired_row(group:str, e_last:np.ndarray, e_gen:np.ndarray)->dict:
     d = e_gen - e_last; n = len(d)
@@ -44,8 +42,7 @@ def patient_generation(z0, zhat, ztrue, delta, bins:Sequence=DELTA_BINS)->pd.Dat
     if len(np.asarray(delta)) != len(e_last): raise ValueError(f"{len(np.asarray(delta))} δ values for {len(e_last)} samples")
     lab = _bin_labels(delta, bins)
     rows = [_paired_row('overall', e_last, e_gen)]
-    rows += [_paired_row(str(b), e_last[lab == b], e_gen[lab == b]) for b in dict.fromkeys(
-             [x for x in _bin_labels([a for a in bins[:-1]], bins) if (lab == x).any()])]
+    rows += [_paired_row(b, e_last[lab == b], e_gen[lab == b]) for b in bin_names(bins) if (lab == b).any()]
     return pd.DataFrame(rows).set_index('group')
 
 # %% ../nbs/11b_genquality.ipynb #85264a72
