@@ -16,15 +16,16 @@ import fastai.callback.progress  # Learner.no_bar, progress bars
 from .core import *
 from .ehr_encoder import EHREncoder
 from .unet import UNet
-from .diffusion import Schedule, q_sample, snr_weight, SAMPLERS
+from .diffusion import Schedule, q_sample, snr_weight, predict_z0, randn_rows, SAMPLERS
 import pandas as pd
 
 # %% auto #0
-__all__ = ['NEGATIVES', 'LR_SCHEDULES', 'Z1_REDUCTIONS', 'sq_err', 'contrastive_norm', 'contrastive_elementwise',
+__all__ = ['NEGATIVES', 'LR_SCHEDULES', 'Z1_REDUCTIONS', 'GEN_METHODS', 'sq_err', 'contrastive_norm', 'contrastive_elementwise',
            'perturb_context', 'shuffle_context', 'negative_context', 'lambda_ramp', 'eps_prior', 'DDLCXR', 'LDMLoss',
            'LambdaRamp', 'EMA', 'FixedValidationDraws', 'LossParts', 'ema_state_dict', 'SelectBest', 'Checkpoint',
            'load_checkpoint', 'lr_schedule_cbs', 'ldm_epochs', 'ldm_learner', 'train_ldm', 'load_ldm', 'toy_ldm_data',
-           'ehr_reliance', 'generate_z1', 'save_z1', 'load_z1']
+           'ehr_reliance', 'gen_method', 'tweedie_steps', 'tweedie_draw', 'generate_z1', 'choose_tweedie_t', 'save_z1',
+           'load_z1']
 
 # %% ../nbs/10_ldm.ipynb #2414904b
 def sq_err(eps:torch.Tensor, eps_hat:torch.Tensor)->torch.Tensor:
@@ -112,12 +113,13 @@ class DDLCXR(nn.Module):
         eps = torch.randn(z1.shape, generator=g).to(z1) if g is not None else torch.randn_like(z1)
         z_t = q_sample(sch, z1, t, eps)
         cls, tokens, tmask = self.encoder(ehr, mask)
-        eps_pos = self.eps_model(z_t, t, z0, tokens, tmask)
         eps_neg = None
-        if self.use_contrastive:
+        if self.use_contrastive:                         # both branches in one UNet call of 2B rows (same z_t, t, z0)
             kind = 'perturb' if self.cfg.refcode.perturb_negative else self.cfg.ldm.negative
             neg, nmask = negative_context(tokens, tmask, kind, self.cfg.ldm.perturb_beta, g)
-            eps_neg = self.eps_model(z_t, t, z0, neg, nmask)
+            two = lambda a, b: torch.cat([a, b])
+            eps_pos, eps_neg = self.eps_model(two(z_t, z_t), two(t, t), two(z0, z0), two(tokens, neg), two(tmask, nmask)).chunk(2)
+        else: eps_pos = self.eps_model(z_t, t, z0, tokens, tmask)
         return dict(eps=eps, eps_pos=eps_pos, eps_neg=eps_neg, t=t, aux=self.encoder.aux_logits(cls))
 
 # %% ../nbs/10_ldm.ipynb #d5b1dc69
@@ -373,29 +375,60 @@ def ehr_reliance(model:DDLCXR, dl, ts=(20, 100, 300, 500), seed:int=0, device='c
 
 # %% ../nbs/10_ldm.ipynb #9a2478e4
 Z1_REDUCTIONS = ('none', 'mean')
+GEN_METHODS = ('sample', 'tweedie')
 
-def _gen_settings(cfg:Config, sampler, steps, eta, n_samples, reduce)->tuple:
+def gen_method(cfg:Config)->str:
+    "The ẑ1 method in effect: `ldm.gen_method`, or 'sample' under `RefCode.reference_sampling`"
+    return 'sample' if cfg.refcode.reference_sampling else cfg.ldm.gen_method
+
+def _gen_settings(cfg:Config, sampler, steps, eta, n_samples, reduce, method)->tuple:
     rs = cfg.refcode.reference_sampling
     sampler = sampler or ('ddim' if rs else cfg.diffusion.sampler)
     steps = steps or cfg.diffusion.sample_steps
     eta = (1.0 if rs else cfg.diffusion.eta) if eta is None else eta
     n_samples = (1 if rs else cfg.ldm.n_gen_samples) if n_samples is None else n_samples
     reduce = ('none' if rs else cfg.ldm.gen_reduce) if reduce is None else reduce
+    method = gen_method(cfg) if method is None else method
     if sampler not in SAMPLERS: raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
     if reduce not in Z1_REDUCTIONS: raise ValueError(f"unknown reduction {reduce!r}; choose one of {Z1_REDUCTIONS}")
+    if method not in GEN_METHODS: raise ValueError(f"unknown generation method {method!r}; choose one of {GEN_METHODS}")
     if n_samples < 1: raise ValueError(f"n_samples must be ≥ 1, got {n_samples}")
-    return sampler, steps, eta, n_samples, reduce
+    return sampler, steps, eta, n_samples, reduce, method
+
+def tweedie_steps(cfg:Config)->list:
+    "The timesteps of the grid `ldm.tweedie_t` (fractions of T) for a schedule of `diffusion.timesteps` steps"
+    T = cfg.diffusion.timesteps
+    if not cfg.ldm.tweedie_t or any(not 0 < f < 1 for f in cfg.ldm.tweedie_t):
+        raise ValueError(f"ldm.tweedie_t must be fractions of T in (0, 1), got {cfg.ldm.tweedie_t}")
+    return sorted({min(T - 1, max(1, round(f * T))) for f in cfg.ldm.tweedie_t})
+
+def tweedie_draw(model:DDLCXR, z0, tokens, tmask, t:int, generators)->torch.Tensor:
+    """One draw of the posterior-mean estimate at noise level t: z_t from the skip prior's marginal,
+    N(√ᾱ μ, (ᾱ s² + 1 − ᾱ) I) with μ = z0 (0 without z0) and s = `skip_std` (1 without the skip), then the model's x̂0"""
+    sch = model.schedule.to(z0.device)
+    a = sch.alphas_cumprod[t].to(z0.dtype)
+    s = model.cfg.ldm.skip_std if model.skip else 1.0
+    mu = z0 if model.cfg.unet.concat_z0 else torch.zeros_like(z0)
+    z_t = a.sqrt() * mu + (a * s ** 2 + 1 - a).sqrt() * randn_rows(tuple(z0.shape), generators, z0.device)
+    tt = torch.full((len(z0),), int(t), device=z0.device, dtype=torch.long)
+    return predict_z0(sch, z_t, tt, model.eps_model(z_t, tt, z0, tokens, tmask))
 
 @torch.no_grad()
 def generate_z1(model:DDLCXR, dl, sample_ids, cfg:Config,
                 n_samples:int|None=None,    # draws per sample (default `ldm.n_gen_samples`)
                 seed:int=0, device='cpu',
                 sampler:str|None=None, steps:int|None=None, eta:float|None=None,  # default `cfg.diffusion`
-                reduce:str|None=None        # 'none': (n_samples,C,h,w); 'mean': (1,C,h,w), the draws' mean (default `ldm.gen_reduce`)
+                reduce:str|None=None,       # 'none': (n_samples,C,h,w); 'mean': (1,C,h,w), the draws' mean (default `ldm.gen_reduce`)
+                method:str|None=None,       # 'sample' | 'tweedie' (default `ldm.gen_method`)
+                tweedie_t:int|None=None     # 'tweedie': the timestep (default: the grid `ldm.tweedie_t` when it has one value)
                )->dict:
     "ẑ1 for every sample id, in the order of the (unshuffled) loader `dl` over (z0, ehr, mask); each sample's noise is seeded by its own id"
     model = model.eval().to(device)
-    sampler, steps, eta, n_samples, reduce = _gen_settings(cfg, sampler, steps, eta, n_samples, reduce)
+    sampler, steps, eta, n_samples, reduce, method = _gen_settings(cfg, sampler, steps, eta, n_samples, reduce, method)
+    if method == 'tweedie' and tweedie_t is None:
+        grid = tweedie_steps(cfg)
+        if len(grid) > 1: raise ValueError(f"method 'tweedie' needs one timestep: pass tweedie_t (choose_tweedie_t picks one of {grid})")
+        tweedie_t = grid[0]
     sch = model.schedule.to(device); out, pos = {}, 0
     sample_ids = list(sample_ids)
     for z0, ehr, mask in dl:
@@ -407,14 +440,36 @@ def generate_z1(model:DDLCXR, dl, sample_ids, cfg:Config,
         zs = []
         for s in range(n_samples):
             gens = [torch.Generator(device=device).manual_seed(stable_seed(seed, s, str(i))) for i in ids]
-            kw = dict(set_alpha_to_one=not cfg.refcode.ddim_alpha0_last) if sampler == 'ddim' else {}
-            z = SAMPLERS[sampler](fn, sch, tuple(z0.shape), steps=steps, eta=eta, generator=gens, **kw)
+            if method == 'tweedie': z = tweedie_draw(model, z0, tokens, tmask, tweedie_t, gens)
+            else:
+                kw = dict(set_alpha_to_one=not cfg.refcode.ddim_alpha0_last) if sampler == 'ddim' else {}
+                z = SAMPLERS[sampler](fn, sch, tuple(z0.shape), steps=steps, eta=eta, generator=gens, **kw)
             zs.append(z.float().cpu())
         z = torch.stack(zs, 1)
         if reduce == 'mean': z = z.mean(1, keepdim=True)
         for i, k in enumerate(ids): out[k] = z[i].numpy()
     if pos != len(sample_ids): raise ValueError(f"the loader gave {pos} samples for {len(sample_ids)} ids")
     return out
+
+@torch.no_grad()
+def choose_tweedie_t(model:DDLCXR, dl, cfg:Config, seed:int=0, device='cpu')->tuple[int, pd.DataFrame]:
+    """The timestep of `ldm.tweedie_t` whose estimate (mean of `ldm.n_gen_samples` draws) is nearest the real next
+    latent z1 on held-out pairs (a loader of (z0, z1, ehr, mask, ...) as `collate_ldm`); → (t, table per t)"""
+    model = model.eval().to(device)
+    grid, K = tweedie_steps(cfg), max(1, cfg.ldm.n_gen_samples)
+    err, base, n = {t: 0. for t in grid}, 0., 0
+    for bi, b in enumerate(dl):
+        z0, z1, ehr, mask = (x.to(device) for x in b[:4])
+        _, tokens, tmask = model.encoder(ehr, mask)
+        for t in grid:
+            gens = lambda k: [torch.Generator(device=device).manual_seed(stable_seed(seed, bi, k, j)) for j in range(len(z0))]
+            zh = torch.stack([tweedie_draw(model, z0, tokens, tmask, t, gens(k)) for k in range(K)]).mean(0)
+            err[t] += (zh - z1).pow(2).flatten(1).mean(1).sum().item()
+        base += (z0 - z1).pow(2).flatten(1).mean(1).sum().item(); n += len(z0)
+    if n == 0: raise ValueError("the loader gave no pairs to choose the Tweedie timestep on")
+    table = pd.DataFrame({'t': grid, 't_frac': [t / model.schedule.T for t in grid], 'mse': [err[t] / n for t in grid],
+                          'mse_copy_z0': base / n, 'n': n})
+    return int(table.t[table.mse.idxmin()]), table
 
 def save_z1(path, z1:dict):
     "Store ẑ1 by sample id atomically (npz: ids + array)"

@@ -139,10 +139,20 @@ def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
     n_ep = ldmmod.ldm_epochs(cfg, len(dls.train))
     log(f"[ldm] trained {n_ep} epochs ({n_ep * len(dls.train)} steps) on {len(dls.train.dataset)} pairs in {time.time()-t0:.0f}s")
     model = ldmmod.load_ldm(out/'ldm.pth', device=dev)
+    gkw = dict(seed=cfg.ldm.seed, device=dev)
+    if ldmmod.gen_method(cfg) == 'tweedie':              # the noise level of the posterior mean, chosen on validation pairs
+        val = pairs[pairs.split == 'validate']
+        if len(val) > EVAL_TEST_PAIRS: val = val.sample(EVAL_TEST_PAIRS, random_state=0)
+        if len(val) == 0: raise ValueError("ldm.gen_method 'tweedie' chooses its noise level on validation pairs, and there are none")
+        vdl = torch.utils.data.DataLoader(data.LDMDataset(val, lat, t['ehr_ldm']), batch_size=256, shuffle=False, collate_fn=data.collate_ldm)
+        gkw['tweedie_t'], tab = ldmmod.choose_tweedie_t(model, vdl, cfg, seed=cfg.ldm.seed, device=dev)
+        with atomic_path(out/'tweedie_t.csv') as tmp: tab.to_csv(tmp, index=False)
+        log(f"[ldm] posterior mean at t = {gkw['tweedie_t']} (validation pairs, MSE to x1 by t: " +
+            ', '.join(f"{r.t}: {r.mse:.3f}" for r in tab.itertuples()) + f"; copying x0: {tab.mse_copy_z0.iloc[0]:.3f})")
     pred = t['pred'][t['pred'].dicom_id.isin(lat.row)]
     gen = data.GenerationDataset(pred, lat, t['ehr_gen'])
     dl = torch.utils.data.DataLoader(gen, batch_size=256, shuffle=False, collate_fn=data.collate_generation)
-    z1 = ldmmod.generate_z1(model, dl, pred.sample_id.tolist(), cfg, n_samples=cfg.ldm.n_gen_samples, seed=cfg.ldm.seed, device=dev)
+    z1 = ldmmod.generate_z1(model, dl, pred.sample_id.tolist(), cfg, **gkw)
     ldmmod.save_z1(out/'z1.npz', z1)
     test = pairs[pairs.split == 'test']
     if len(test) > EVAL_TEST_PAIRS: test = test.sample(EVAL_TEST_PAIRS, random_state=0).sort_values('sample_id')
@@ -155,7 +165,7 @@ def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
     tp = pd.DataFrame({'sample_id': test.sample_id, 'dicom_id': test.x0_dicom_id})
     dl = torch.utils.data.DataLoader(data.GenerationDataset(tp, lat, t['ehr_ldm']), batch_size=256, shuffle=False,
                                      collate_fn=data.collate_generation)
-    ldmmod.save_z1(out/'z1_test_pairs.npz', ldmmod.generate_z1(model, dl, tp.sample_id.tolist(), cfg, seed=cfg.ldm.seed, device=dev))
+    ldmmod.save_z1(out/'z1_test_pairs.npz', ldmmod.generate_z1(model, dl, tp.sample_id.tolist(), cfg, **gkw))
     log(f"[ldm] generated ẑ1 for {len(z1)} prediction samples and {len(tp)} test pairs")
     return dict(z1=out/'z1.npz', z1_test_pairs=out/'z1_test_pairs.npz', reliance=out/'reliance.csv')
 
@@ -287,6 +297,13 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
         r = pd.read_csv(rel)
         tables['EHR reliance of the LDM: held-out ε-MSE with the own, another patient\'s, and no EHR'] = r.set_index('t')
         extra['ehr_reliance'] = r.to_dict('records')
+    tw = Path(ldm_dir)/'tweedie_t.csv'
+    if tw.exists():                                      # ẑ1 is a posterior mean: the noise level chosen on validation pairs
+        r = pd.read_csv(tw)
+        tables['ẑ1 as a posterior mean: error to the real next latent on validation pairs by noise level t'] = r.set_index('t')
+        notes.append(f"ẑ1 is a posterior mean (ldm.gen_method 'tweedie', t = {int(r.t[r.mse.idxmin()])}): it is nearer each "
+                     "patient's truth than a sample but has less spread than real latents, so FD and WD rate it worse than a sample.")
+        extra['tweedie'] = r.to_dict('records')
     vj = evaluate.with_extra(ev['verdict_json'], extra)
     path = evaluate.write_report(out_dir, tables, figures, notes, ev['verdict'], verdict_json=vj)
     log(f"[evaluate] report: {path}")

@@ -35,7 +35,7 @@ __all__ = ['SMALL_CNNS', 'VARIANTS', 'Z1_HINTS', 'MONITORS', 'PRED_COLUMNS', 'EH
            'WeightedBCE', 'auprc', 'auroc', 'BinaryScore', 'AUPRC', 'AUROC', 'cosine_lr', 'EpochCosine',
            'affine_params', 'affine_grid', 'augment_x0', 'prep_x0', 'PredBatches', 'pred_dls', 'X0Prep', 'monitor_comp',
            'train_predictor', 'predict_proba', 'long_predictions', 'run_seed', 'run_one', 'ehr_summary', 'readout_name',
-           'readout_features', 'fit_readout', 'run_readout', 'default_variants', 'run_key', 'run_line',
+           'readout_features', 'logistic_path', 'fit_readout', 'run_readout', 'default_variants', 'run_key', 'run_line',
            'die_with_parent', 'run_predictions']
 
 # %% ../nbs/11_predict.ipynb #87ef9740
@@ -522,7 +522,7 @@ def run_one(pred:pd.DataFrame, ehr:Mapping, cache:ImageCache, cfg:Config, varian
 
 # %% ../nbs/11_predict.ipynb #b795f71c
 EHR_STATS = ('mean', 'last', 'min', 'max')       # per-channel summaries of the 48-h EHR, in this order
-READOUT_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths tried per label (the validation log-loss picks one)
+READOUT_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths fitted per label (the validation log-loss picks one)
 
 def ehr_summary(ehr)->np.ndarray:
     "(N, T, F) (or one (T, F)) EHR → (N, 4F): per channel the mean, the last bin, the minimum and the maximum over T"
@@ -561,14 +561,35 @@ def readout_features(table:pd.DataFrame,          # rows to featurise: sample_id
 def _logloss(y, p)->float:
     p = np.clip(p, 1e-7, 1 - 1e-7); return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
+def logistic_path(X:np.ndarray,            # (N, D) features (standardised)
+                  Y:np.ndarray,            # (N, L) 0/1 labels, every column with both classes
+                  Cs=READOUT_CS,           # inverse L2 strengths, fitted in this order (each warm-starts the next)
+                  max_iter:int=500)->list: # [(W (D, L), b (L,)) per C]
+    """For each C, the L2 logistic regressions of every column of Y on X: sklearn's objective ½‖w‖² + C·Σ log-loss
+    (intercept unpenalised) per column, all columns at once as one sum, by L-BFGS in float64"""
+    Xt, Yt = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(Y, dtype=torch.float64)
+    N, D = Xt.shape
+    p0 = Yt.mean(0).clamp(1e-6, 1 - 1e-6)
+    W = torch.zeros(D, Yt.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.log(p0 / (1 - p0)).requires_grad_(True)
+    out = []
+    for C in Cs:
+        opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
+                                history_size=20, line_search_fn='strong_wolfe')
+        def closure():
+            opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(Xt @ W + b, Yt, reduction='sum') / N + (W * W).sum() / (2 * C * N)
+            loss.backward(); return loss
+        with torch.enable_grad(): opt.step(closure)
+        out.append((W.detach().numpy().copy(), b.detach().numpy().copy()))
+    return out
+
 def fit_readout(X:Mapping,                 # split → (N_s, D) features ('train', 'validate', and any to predict)
                 Y:Mapping,                 # split → (N_s,) or (N_s, C) 0/1 labels
-                Cs=READOUT_CS,             # inverse L2 strengths to try (ascending: each fit warm-starts the next)
-                max_iter:int=300)->tuple[dict, dict]:  # ({split: (N_s, C) probabilities}, summary per label)
-    "Standardise on train; per label an L2 logistic regression along the C path; keep the C of lowest validation log-loss"
-    from sklearn.linear_model import LogisticRegression
+                Cs=READOUT_CS,             # inverse L2 strengths to try
+                max_iter:int=500)->tuple[dict, dict]:  # ({split: (N_s, C) probabilities}, summary per label)
+    "Standardise on train; per label an L2 logistic regression at every C (`logistic_path`); keep the C of lowest validation log-loss"
     from sklearn.preprocessing import StandardScaler
-    from sklearn.exceptions import ConvergenceWarning
     for s in ('train', 'validate'):
         if s not in X or len(X[s]) == 0: raise ValueError(f"the readout needs a non-empty {s!r} split")
     if not len(Cs): raise ValueError("Cs is empty: give at least one inverse L2 strength")
@@ -577,26 +598,21 @@ def fit_readout(X:Mapping,                 # split → (N_s, D) features ('train
     Ys = {s: np.asarray(y, dtype=float).reshape(len(X[s]), -1) for s, y in Y.items()}
     C_n = Ys['train'].shape[1]
     out = {s: np.zeros((len(x), C_n)) for s, x in Xs.items()}
-    summary = dict(C=[], valid_logloss=[], constant=[])
-    for c in range(C_n):
-        y, yv = Ys['train'][:, c], Ys['validate'][:, c]
-        if y.min() == y.max():     # one class in training: no regression to fit, predict the training rate
-            for s in out: out[s][:, c] = y[0]
-            summary['C'].append(None); summary['valid_logloss'].append(_logloss(yv, np.full(len(yv), y[0]))); summary['constant'].append(True)
-            continue
-        lr, best, worse = LogisticRegression(C=Cs[0], max_iter=max_iter, warm_start=True), None, 0
-        for C in sorted(Cs):
-            lr.set_params(C=C)
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', ConvergenceWarning)
-                lr.fit(Xs['train'], y)
-            loss = _logloss(yv, lr.predict_proba(Xs['validate'])[:, 1])
-            if best is None or loss < best[0]: best, worse = (loss, C, lr.coef_.copy(), lr.intercept_.copy()), 0
-            else: worse += 1
-            if worse == 2: break       # past the best C twice in a row: the weaker penalties (slowest fits) are not tried
-        loss, C, w, b = best
-        for s, x in Xs.items(): out[s][:, c] = 1 / (1 + np.exp(-(x @ w[0] + b[0])))
-        summary['C'].append(float(C)); summary['valid_logloss'].append(loss); summary['constant'].append(False)
+    summary = dict(C=[None] * C_n, valid_logloss=[None] * C_n, constant=[True] * C_n)
+    y, yv = Ys['train'], Ys['validate']
+    fit = [c for c in range(C_n) if y[:, c].min() != y[:, c].max()]
+    for c in set(range(C_n)) - set(fit):     # one class in training: no regression to fit, predict the training rate
+        for s in out: out[s][:, c] = y[0, c]
+        summary['valid_logloss'][c] = _logloss(yv[:, c], np.full(len(yv), y[0, c]))
+    if fit:
+        Cs = sorted(Cs)
+        path = logistic_path(Xs['train'], y[:, fit], Cs, max_iter)
+        sig = lambda x, W, b: 1 / (1 + np.exp(-(x @ W + b)))
+        losses = np.array([[_logloss(yv[:, c], sig(Xs['validate'], W[:, j], b[j])) for j, c in enumerate(fit)] for W, b in path])
+        for j, c in enumerate(fit):
+            k = int(losses[:, j].argmin()); W, b = path[k]
+            for s, x in Xs.items(): out[s][:, c] = sig(x, W[:, j], b[j])
+            summary['C'][c], summary['valid_logloss'][c], summary['constant'][c] = float(Cs[k]), float(losses[k, j]), False
     return out, summary
 
 def run_readout(pred:pd.DataFrame, ehr:Mapping, latents:Mapping|None, variant:Variant, task:str, seeds,
@@ -638,7 +654,7 @@ def run_line(info:dict)->str:
     return f"best epoch {b} of {info['epochs_run']} ({mon}), val {vals}, {info['seconds']:.1f}s"
 
 def _cfg_hash(cfg:Config)->str: return '-'.join([cfg.hash(s) for s in ('pred', 'image', 'refcode')] + [f's{cfg.seed}'])
-def _readout_hash()->str: return f"linear-{stable_seed(EHR_STATS, READOUT_CS, 'v2'):x}"
+def _readout_hash()->str: return f"linear-{stable_seed(EHR_STATS, READOUT_CS, 'v3'):x}"
 
 _WORKER = {}
 
