@@ -93,7 +93,7 @@ def demo(workdir:str='ddl_cxr_work',     # where every stage writes its outputs
          force:store_true=False,         # redo stages even when they are up to date
          workers:int=0,                  # processes decoding images in the cohort stage (0: this one)
          memory_limit:str=None,          # DuckDB memory limit for the extraction, e.g. 4GB (default: DuckDB's, 80% of RAM)
-         n_stays:int=None,               # synthetic ICU stays (default: the profile's, 6400 in quick)
+         n_stays:int=None,               # synthetic ICU stays (default: the profile's, 6000 in quick)
          progression:float=None,         # speed of film-visible disease change (1: default world; 0: nothing changes after the last film)
          film_rate:float=None,           # how often films are taken (1: the paper's δ bins; 2: twice as often)
         ):

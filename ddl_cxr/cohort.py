@@ -63,7 +63,7 @@ def read_cxr_metadata(cxr_dir, log=print)->pd.DataFrame:
     return meta
 
 def chexpert_binary(chexpert:pd.DataFrame)->pd.DataFrame:
-    "14 CheXpert labels per study, positive-only ('U-Zeros'): 1.0 → 1; 0, −1 and blank → 0 (METHOD.md §1.3)"
+    "14 CheXpert labels per study, positive-only ('U-Zeros'): 1.0 → 1; 0, −1 and blank → 0"
     _require(chexpert, ['subject_id', 'study_id', *CHEXPERT_LABELS], 'CheXpert table')
     out = chexpert[['subject_id', 'study_id']].copy()
     for c in CHEXPERT_LABELS: out[c] = (chexpert[c] == 1).astype('int8')

@@ -54,7 +54,7 @@ class EncoderLayer(nn.Module):
 
 # %% ../nbs/07_ehr_encoder.ipynb #f39dd5e1
 class EHREncoder(nn.Module):
-    "Time-series Transformer over hourly EHR bins: CLS token, sinusoidal positions, masked self-attention (METHOD.md §3)"
+    "Time-series Transformer over hourly EHR bins: CLS token, sinusoidal positions, masked self-attention"
     def __init__(self, cfg:EHREncoderConfig=None,   # sizes (`get_config(p).encoder`)
                  n_labels:int=len(CHEXPERT_LABELS), # outputs of the auxiliary CheXpert head
                  max_len:int=70,                    # longest window in bins (`cfg.ehr.max_len`); table has max_len+1 rows

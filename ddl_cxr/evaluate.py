@@ -34,7 +34,8 @@ VARIANT_NAMES = {  # code name → name in the tables (paper's wording)
     'uni_ehr': 'Uni-EHR', 'last_cxr': 'Last-CXR', 'ddl_cxr': 'DDL-CXR', 'oracle_cxr': 'Oracle-CXR',
     'last_cxr_no_ehr': 'Last-CXR w/o EHR', 'ddl_cxr_no_ehr': 'DDL-CXR w/o EHR',
     'ddl_cxr_no_z0': 'DDL-CXR w/o z0 (LDM)', 'ddl_cxr_no_ehr_cond': 'DDL-CXR w/o E (LDM)',
-    'ddl_cxr_no_contrastive': 'DDL-CXR w/o contrastive', 'ddl_cxr_no_aux': 'DDL-CXR w/o L_aux'}
+    'ddl_cxr_no_contrastive': 'DDL-CXR w/o contrastive', 'ddl_cxr_no_aux': 'DDL-CXR w/o L_aux',
+    'ddl_cxr_shuffle_neg': "DDL-CXR, another patient's EHR as negative"}
 
 LINEAR = '_linear'   # suffix of a variant's linear readout (11_predict `readout_name`): 'last_cxr_linear', ...
 
@@ -555,7 +556,7 @@ def label_table(metrics:pd.DataFrame, metric:str='auroc', task:str='phenotype', 
     out.columns = [variant_name(v) for v in vs]; out.index.name = f"{metric.upper()}"
     return out
 
-ABLATIONS = ('ddl_cxr', 'last_cxr', 'ddl_cxr_no_z0', 'ddl_cxr_no_ehr_cond', 'ddl_cxr_no_contrastive', 'ddl_cxr_no_aux',
+ABLATIONS = ('ddl_cxr', 'last_cxr', 'ddl_cxr_no_z0', 'ddl_cxr_no_ehr_cond', 'ddl_cxr_no_contrastive', 'ddl_cxr_no_aux', 'ddl_cxr_shuffle_neg',
              'ddl_cxr_no_ehr', 'last_cxr_no_ehr')
 
 def ablation_table(metrics:pd.DataFrame, variants:Sequence=ABLATIONS, paper:bool=True)->pd.DataFrame:
@@ -723,7 +724,8 @@ def fid_score(gen, target,                 # (N,3,H,W) images in [−1, 1] (1 ch
 
 # %% ../nbs/12_evaluate.ipynb #8841e96a
 GEN_ROW_NAMES = {'ddl_cxr': 'DDL-CXR', 'ddl_cxr_no_z0': 'w/o z0', 'ddl_cxr_no_ehr_cond': 'w/o E',
-                 'ddl_cxr_no_contrastive': 'w/o contrastive', 'ddl_cxr_no_aux': 'w/o L_aux'}
+                 'ddl_cxr_no_contrastive': 'w/o contrastive', 'ddl_cxr_no_aux': 'w/o L_aux',
+                 'ddl_cxr_shuffle_neg': "another patient's EHR as negative"}
 
 def generation_pairs(x0, x1, generated:Mapping, oracle=None)->dict:
     "Rows of Table 4 → {row name: (generated or x0, reference)}; with `oracle` (the true film at 48 h) also '… vs oracle@48h'"

@@ -142,7 +142,7 @@ def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
     gkw = dict(seed=cfg.ldm.seed, device=dev)
     if ldmmod.gen_method(cfg) == 'tweedie':              # the noise level of the posterior mean, chosen on validation pairs
         val = pairs[pairs.split == 'validate']
-        if len(val) > EVAL_TEST_PAIRS: val = val.sample(EVAL_TEST_PAIRS, random_state=0)
+        if len(val) > EVAL_TEST_PAIRS // 2: val = val.sample(EVAL_TEST_PAIRS // 2, random_state=0)
         if len(val) == 0: raise ValueError("ldm.gen_method 'tweedie' chooses its noise level on validation pairs, and there are none")
         vdl = torch.utils.data.DataLoader(data.LDMDataset(val, lat, t['ehr_ldm']), batch_size=256, shuffle=False, collate_fn=data.collate_ldm)
         gkw['tweedie_t'], tab = ldmmod.choose_tweedie_t(model, vdl, cfg, seed=cfg.ldm.seed, device=dev)
@@ -174,7 +174,8 @@ DEMO_VARIANTS = ('uni_ehr', 'last_cxr', 'ddl_cxr', 'oracle_cxr')
 LDM_ABLATIONS = {'ddl_cxr_no_z0': dict(unet=dict(concat_z0=False)),
                  'ddl_cxr_no_ehr_cond': dict(unet=dict(cross_attention=False)),
                  'ddl_cxr_no_contrastive': dict(ldm=dict(use_contrastive=False)),
-                 'ddl_cxr_no_aux': dict(ldm=dict(use_aux=False))}
+                 'ddl_cxr_no_aux': dict(ldm=dict(use_aux=False)),
+                 'ddl_cxr_shuffle_neg': dict(ldm=dict(negative='shuffle'))}   # ours: another patient's EHR as the negative
 FULL_VARIANTS = DEMO_VARIANTS[:3] + ('last_cxr_no_ehr', 'ddl_cxr_no_ehr') + tuple(LDM_ABLATIONS) + ('oracle_cxr',)
 
 # %% ../nbs/12a_pipeline.ipynb #14241182

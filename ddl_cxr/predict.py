@@ -564,7 +564,7 @@ def _logloss(y, p)->float:
 def logistic_path(X:np.ndarray,            # (N, D) features (standardised)
                   Y:np.ndarray,            # (N, L) 0/1 labels, every column with both classes
                   Cs=READOUT_CS,           # inverse L2 strengths, fitted in this order (each warm-starts the next)
-                  max_iter:int=500)->list: # [(W (D, L), b (L,)) per C]
+                  max_iter:int=200)->list: # [(W (D, L), b (L,)) per C]
     """For each C, the L2 logistic regressions of every column of Y on X: sklearn's objective ½‖w‖² + C·Σ log-loss
     (intercept unpenalised) per column, all columns at once as one sum, by L-BFGS in float64"""
     Xt, Yt = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(Y, dtype=torch.float64)
@@ -574,7 +574,7 @@ def logistic_path(X:np.ndarray,            # (N, D) features (standardised)
     b = torch.log(p0 / (1 - p0)).requires_grad_(True)
     out = []
     for C in Cs:
-        opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
+        opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-12,
                                 history_size=20, line_search_fn='strong_wolfe')
         def closure():
             opt.zero_grad()
@@ -587,7 +587,7 @@ def logistic_path(X:np.ndarray,            # (N, D) features (standardised)
 def fit_readout(X:Mapping,                 # split → (N_s, D) features ('train', 'validate', and any to predict)
                 Y:Mapping,                 # split → (N_s,) or (N_s, C) 0/1 labels
                 Cs=READOUT_CS,             # inverse L2 strengths to try
-                max_iter:int=500)->tuple[dict, dict]:  # ({split: (N_s, C) probabilities}, summary per label)
+                max_iter:int=200)->tuple[dict, dict]:  # ({split: (N_s, C) probabilities}, summary per label)
     "Standardise on train; per label an L2 logistic regression at every C (`logistic_path`); keep the C of lowest validation log-loss"
     from sklearn.preprocessing import StandardScaler
     for s in ('train', 'validate'):

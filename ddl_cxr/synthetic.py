@@ -1222,7 +1222,7 @@ def read_tables(root, names=None)->dict:
 
 def cohort_summary(T:dict, min_los_h:float=48.0, window=(-24.0, 48.0), pred_h:float=48.0, pair_gap:float=12.0,
                    pair_bins:int=6)->dict:
-    """Apply the DDL-CXR cohort rules (METHOD.md §1.1, §1.3) to MIMIC-layout tables and measure the cohort: stays kept,
+    """Apply the DDL-CXR cohort rules to MIMIC-layout tables and measure the cohort: stays kept,
     mortality, δ bins, LDM pairs (EHR bins counted from chartevents hours), phenotype prevalences from `diagnoses_icd`"""
     dt = lambda s: pd.to_datetime(s)
     st = T['icustays'].copy(); st['intime'] = dt(st.intime); n0 = len(st)
@@ -1456,7 +1456,7 @@ def plot_patient(root, stay_id=None, max_films:int=5):
 PAPER_PHENOTYPE_PREVALENCE = dict(zip(PHENOTYPE_LABELS, (1 / (1 + r) for r in (
     1.66, 10.01, 10.45, 1.51, 3.09, 4.98, 3.22, 7.85, 2.07, 2.2, 6.96, 3.81, 1.51, 1.28, 0.92, 13.53, 3.55, 4.72, 6.16,
     12.68, 8.3, 3.48, 1.95, 2.71, 3.44))))
-PAPER_DELTA_BINS = (421 / 1483, 394 / 1483, 182 / 1483, 486 / 1483)   # test set, METHOD.md §1.4
+PAPER_DELTA_BINS = (421 / 1483, 394 / 1483, 182 / 1483, 486 / 1483)   # test set
 PAPER_MEANS = {'Diastolic blood pressure': 61.97, 'Fraction inspired oxygen': 0.386, 'Glucose': 139.95,
                'Heart Rate': 87.0, 'Mean blood pressure': 76.95, 'Oxygen saturation': 96.79, 'Respiratory rate': 19.82,
                'Systolic blood pressure': 118.43, 'Temperature': 36.93, 'Weight': 81.94, 'pH': 7.247}

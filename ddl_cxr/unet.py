@@ -132,7 +132,7 @@ class Upsample(nn.Module):
 
 # %% ../nbs/08_unet.ipynb #4b48dd44
 class UNet(nn.Module):
-    "Conditional UNet ε_θ([z_t ‖ z0], t, E) with cross-attention to the EHR tokens (METHOD.md §4)"
+    "Conditional UNet ε_θ([z_t ‖ z0], t, E) with cross-attention to the EHR tokens"
     def __init__(self, cfg:UNetConfig=None,    # sizes and ablation flags (`get_config(p).unet`)
                  z_channels:int=4,             # latent channels
                  context_dim:int=128,          # width of the EHR tokens (`cfg.encoder.d_model`)
