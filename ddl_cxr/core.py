@@ -327,7 +327,7 @@ def _profile_overrides(profile:str)->dict:
         diffusion=dict(sampler='dpmpp2m', sample_steps=10),   # with ldm.eps_skip no sampler diverges (std of ẑ1 0.97× the
                                                               # data's); 10 UNet calls per draw (10_ldm measurement)
         ldm=dict(lr=1e-3, batch_size=32, steps=650, lr_schedule='cosine', eps_skip=True, skip_std=0.8,   # ~0.33 s/step;
-                 # 4 whole epochs (≈ 690 steps): the validation ε-MSE falls 0.132, 0.104, 0.096, 0.090, 0.088 per epoch
+                 # 4 whole epochs (≈ 700 steps): validation ε-MSE 0.120, 0.096, 0.092, 0.087 (8 epochs: 0.076; 10_ldm)
                  gen_method='tweedie', n_gen_samples=4, gen_reduce='mean'),   # ẑ1 = a posterior mean from 4 one-call
                  # draws, nearer the true 48-h latent than copying z0 (10_ldm: the measurement and the other methods)
         pred=dict(d_model=32, dim_ff=64, n_heads=2, dropout=0.0, batch_size=128, epochs=10, patience=4, lr=1e-3,
