@@ -76,20 +76,20 @@ def skip_msg(*parts:str)->str:
 # %% ../nbs/00_core.ipynb #d68fd15b
 @dataclass
 class RefCode:
-    "Switches that reproduce the reference implementation's behaviour (METHOD.md §7–8); all False = ours"
-    extraction_quirks: bool = False         # §1.1/§12.4: FiO2 and °F heuristics as the reference; no outlier removal
-    discretizer_skip_bug: bool = False      # B1: drop events with t < first_time + eps in relative windows
-    gen_window_min12: bool = False          # §1.5/§7-21: generation window [36,48] when δ < 12 (starts before the CXR)
-    encoder_batchnorm: bool = False         # §3: BatchNorm post-norm in the EHR Transformer (stats include padding)
-    padding_in_context: bool = False        # B3/§7-14: padded EHR tokens reach cross-attention and mean pooling
-    freeze_aux_head: bool = False           # B2: the LDM's CheXpert aux head is never optimised
-    contrastive_elementwise: bool = False   # §7-10: hinge per latent element, weighted by 1-ᾱ_t (paper: on norms)
-    epoch_ramp: bool = False                # §4: λ1 = epoch/max_epoch, never reaching 1 (ours: 0 → 1 inclusive)
-    unet_widths: bool = False               # §7-1..3: channel_mult [1,2,4], head width 16, 2 res blocks per level
-    select_ema_mse: bool = False            # §7-9: LDM checkpoint on EMA ε-MSE (paper: composite validation loss)
-    sample_posterior: bool = False          # B10: use a posterior *sample* of the VAE for z0/z1 (ours: the mean)
-    pred_sizes: bool = False                # §7-15: predictor d_model 512 / ff 256 (paper: 128 / 512)
-    ddim_alpha0_last: bool = False          # §5: the last DDIM step goes to ᾱ_0 (ref), not to ᾱ = 1 (ours)
+    "Switches that reproduce the reference implementation's behaviour; all False = ours"
+    extraction_quirks: bool = False         # FiO2 and °F heuristics as the reference; no outlier removal
+    discretizer_skip_bug: bool = False      # drop events with t < first_time + eps in relative windows
+    gen_window_min12: bool = False          # generation window [36,48] when δ < 12 (starts before the CXR)
+    encoder_batchnorm: bool = False         # BatchNorm post-norm in the EHR Transformer (stats include padding)
+    padding_in_context: bool = False        # padded EHR tokens reach cross-attention and mean pooling
+    freeze_aux_head: bool = False           # the LDM's CheXpert aux head is never optimised
+    contrastive_elementwise: bool = False   # hinge per latent element, weighted by 1-ᾱ_t (paper: on norms)
+    epoch_ramp: bool = False                # λ1 = epoch/max_epoch, never reaching 1 (ours: 0 → 1 inclusive)
+    unet_widths: bool = False               # channel_mult [1,2,4], head width 16, 2 res blocks per level
+    select_ema_mse: bool = False            # LDM checkpoint on EMA ε-MSE (paper: composite validation loss)
+    sample_posterior: bool = False          # use a posterior *sample* of the VAE for z0/z1 (ours: the mean)
+    pred_sizes: bool = False                # predictor d_model 512 / ff 256 (paper: 128 / 512)
+    ddim_alpha0_last: bool = False          # the last DDIM step goes to ᾱ_0 (ref), not to ᾱ = 1 (ours)
     perturb_negative: bool = False          # the contrastive negative is always the perturbed EHR (ours: ldm.negative)
     constant_lr: bool = False               # constant LDM learning rate (ours: ldm.lr_schedule)
     plain_eps: bool = False                 # ε_θ is the UNet output alone (ours: ldm.eps_skip)
@@ -107,112 +107,112 @@ class RefCode:
 # %% ../nbs/00_core.ipynb #f013a3b8
 @dataclass
 class CohortConfig:
-    "Cohort rules (METHOD.md §1.1, §1.3, §12)"
-    min_los_hours: float = 48.0             # §1.3: keep LOS*24 > 48 (strict, ref); the paper says ≥ 48
-    cxr_window: tuple = (-24.0, 48.0)       # §1.3: CXR within [-24 h, +48 h] of ICU intime (ref)
-    pred_hours: float = 48.0                # §12.2: prediction time, 48 h after intime
-    pair_min_gap: float = 12.0              # §1.3-7: LDM pairs more than 12 h apart
-    pair_min_ehr_bins: int = 6              # §1.3-7: at least 6 hourly EHR bins between x0 and x1 (ref)
+    "Cohort rules"
+    min_los_hours: float = 48.0             # keep LOS*24 > 48 (strict, ref); the paper says ≥ 48
+    cxr_window: tuple = (-24.0, 48.0)       # CXR within [-24 h, +48 h] of ICU intime (ref)
+    pred_hours: float = 48.0                # prediction time, 48 h after intime
+    pair_min_gap: float = 12.0              # LDM pairs more than 12 h apart
+    pair_min_ehr_bins: int = 6              # at least 6 hourly EHR bins between x0 and x1 (ref)
     pair_bins_rule: str = 'reference'       # how those bins are counted: 'reference' (rows in [t0, t1], anchored at the
                                             # first of them) or 'window' (rows in (t0, t1], anchored at t0: what the encoder reads)
-    gen_min_hours: float = 12.0             # §1.5: generation window at least 12 h long when gen_window_min12
-    split_fracs: tuple = (24, 4, 7)         # §1.3-5: subject split train:val:test
-    split_seed: int = 1                     # §1.3-5: random_state=1
-    view: str = 'AP'                        # §1.3-2: AP films only
+    gen_min_hours: float = 12.0             # generation window at least 12 h long when gen_window_min12
+    split_fracs: tuple = (24, 4, 7)         # subject split train:val:test
+    split_seed: int = 1                     # random_state=1
+    view: str = 'AP'                        # AP films only
 
 @dataclass
 class EHRConfig:
-    "Discretizer, normalizer and EHR sizes (METHOD.md §1.2, §1.5)"
-    n_features: int = 79                    # §1.2: 62 data columns + 17 masks
-    timestep: float = 1.0                   # §1.2: hourly bins
-    impute: str = 'previous'                # §1.2
-    max_len: int = 70                       # §3: positional table size for LDM windows (max_len+1 rows)
-    gcs_mimic4_normals: bool = False        # B7: map imputed GCS normals to MIMIC-IV strings (off = ref layout)
+    "Discretizer, normalizer and EHR sizes"
+    n_features: int = 79                    # 62 data columns + 17 masks
+    timestep: float = 1.0                   # hourly bins
+    impute: str = 'previous'
+    max_len: int = 70                       # positional table size for LDM windows (max_len+1 rows)
+    gcs_mimic4_normals: bool = False        # map imputed GCS normals to MIMIC-IV strings (off = ref layout)
 
 @dataclass
 class ImageConfig:
-    "Image sizes and loading (METHOD.md §1.6)"
-    size: int = 224                         # §1.6: crop size
-    load_size: int = 256                    # §1.6: VAE Resize(256) then crop 224
+    "Image sizes and loading"
+    size: int = 224                         # crop size
+    load_size: int = 256                    # VAE Resize(256) then crop 224
     stored_size: int = 256                  # size of the cached uint8 images (memory-mapped)
-    channels: int = 3                       # §1.6: greyscale replicated to RGB
+    channels: int = 3                       # greyscale replicated to RGB
 
 @dataclass
 class VAEConfig:
-    "KL-f8 autoencoder with the CheXpert label head (METHOD.md §2)"
-    ch: int = 128                           # §2 ddconfig
-    ch_mult: tuple = (1, 2, 4, 4)           # §2: three downsamples → f8
-    num_res_blocks: int = 2                 # §2
-    z_channels: int = 4                     # §2: z = 4×28×28 at 224 px
-    dropout: float = 0.2                    # §2 (ref config)
-    kl_weight: float = 1e-6                 # §2
-    perceptual_weight: float = 1.0          # §2: LPIPS weight (only when VGG16 weights are local)
-    disc_start: int = 10000                 # §2: global step at which the patch-GAN switches on
-    disc_weight: float = 0.5                # §2: adaptive weight factor
-    disc_layers: int = 3                    # §2: NLayerDiscriminator depth
-    disc_ndf: int = 64                      # §2
-    label_head: bool = True                 # §2: Φ, Linear(z → 14) + sigmoid
-    base_lr: float = 4.5e-6                 # §2: scaled by accumulate × GPUs × batch size
-    accumulate: int = 4                     # §2 (ref)
-    betas: tuple = (0.5, 0.9)               # §2: Adam, no weight decay
-    batch_size: int = 64                    # §2 (ref config)
-    epochs: int = 60                        # §2 (ref; the paper says ≤ 50)
-    seed: int = 23                          # §2
+    "KL-f8 autoencoder with the CheXpert label head"
+    ch: int = 128                           # ref ddconfig
+    ch_mult: tuple = (1, 2, 4, 4)           # three downsamples → f8
+    num_res_blocks: int = 2
+    z_channels: int = 4                     # z = 4×28×28 at 224 px
+    dropout: float = 0.2                    # ref config
+    kl_weight: float = 1e-6
+    perceptual_weight: float = 1.0          # LPIPS weight (only when VGG16 weights are local)
+    disc_start: int = 10000                 # global step at which the patch-GAN switches on
+    disc_weight: float = 0.5                # adaptive weight factor
+    disc_layers: int = 3                    # NLayerDiscriminator depth
+    disc_ndf: int = 64
+    label_head: bool = True                 # Φ, Linear(z → 14) + sigmoid
+    base_lr: float = 4.5e-6                 # scaled by accumulate × GPUs × batch size
+    accumulate: int = 4                     # ref
+    betas: tuple = (0.5, 0.9)               # Adam, no weight decay
+    batch_size: int = 64                    # ref config
+    epochs: int = 60                        # ref; the paper says ≤ 50
+    seed: int = 23
 
     @property
-    def lr(self)->float: return self.base_lr * self.accumulate * self.batch_size  # §2: 1.152e-3 at bs 64
+    def lr(self)->float: return self.base_lr * self.accumulate * self.batch_size  # 1.152e-3 at bs 64
 
 @dataclass
 class EHREncoderConfig:
-    "The EHR condition encoder, a small Transformer with a CLS token (METHOD.md §3)"
-    feat_dim: int = 79                      # §3
-    d_model: int = 128                      # §3
-    n_heads: int = 8                        # §3
-    n_layers: int = 1                       # §3
-    dim_ff: int = 256                       # §3
-    dropout: float = 0.2                    # §3
-    pool: str = 'cls'                       # §3: 'cls' or 'mean'
+    "The EHR condition encoder, a small Transformer with a CLS token"
+    feat_dim: int = 79
+    d_model: int = 128
+    n_heads: int = 8
+    n_layers: int = 1
+    dim_ff: int = 256
+    dropout: float = 0.2
+    pool: str = 'cls'                       # 'cls' or 'mean'
 
 @dataclass
 class UNetConfig:
-    "Conditional UNet (METHOD.md §4); defaults = the paper's widths 224/448/672 with 8 heads"
-    model_channels: int = 224               # §4
+    "Conditional UNet; defaults = the paper's widths 224/448/672 with 8 heads"
+    model_channels: int = 224
     channel_mult: tuple = (1, 2, 3)         # paper: 224, 448, 672 (ref: (1, 2, 4) → 896)
     num_res_blocks: int = 1                 # paper: one ResBlock+ST per block (ref: 2)
     num_heads: int = 8                      # paper (ref: head width 16 overrides it)
     num_head_channels: int = -1             # ref: 16
-    transformer_depth: int = 1              # §4
-    dropout: float = 0.0                    # §4
-    concat_z0: bool = True                  # §4 hybrid conditioning; False = the "w/o z0" ablation
+    transformer_depth: int = 1
+    dropout: float = 0.0
+    concat_z0: bool = True                  # hybrid conditioning; False = the "w/o z0" ablation
     cross_attention: bool = True            # False = the "w/o E" ablation
 
 @dataclass
 class DiffusionConfig:
-    "Noise schedule and sampler (METHOD.md §4, §5)"
-    timesteps: int = 1000                   # §4
-    beta_start: float = 0.0015              # §4: LDM "linear" = squares of a linspace of square roots
-    beta_end: float = 0.0195                # §4
-    parameterization: str = 'eps'           # §4
-    sampler: str = 'ddim'                   # §5: 'ddim' or 'dpmpp2m'
-    sample_steps: int = 200                 # §5: DDIM 200
-    eta: float = 1.0                        # §5: the reference samples with eta 1.0
+    "Noise schedule and sampler"
+    timesteps: int = 1000
+    beta_start: float = 0.0015              # LDM "linear" = squares of a linspace of square roots
+    beta_end: float = 0.0195
+    parameterization: str = 'eps'
+    sampler: str = 'ddim'                   # 'ddim' or 'dpmpp2m'
+    sample_steps: int = 200                 # DDIM 200
+    eta: float = 1.0                        # the reference samples with eta 1.0
 
 @dataclass
 class LDMConfig:
-    "Contrastive LDM training, Eq. 3 + L_aux (METHOD.md §4)"
-    lr: float = 6.4e-5                      # §4: 2e-6 × batch 32
-    weight_decay: float = 0.01              # §4: AdamW default
-    batch_size: int = 32                    # §4
-    epochs: int = 200                       # §4
-    ema_decay: float = 0.9999               # §4: LitEma, min(decay, (1+n)/(10+n))
-    aux_weight: float = 1.4                 # §4: label_loss_wight
-    contrastive_weight: float = 1.0         # §4: λ1 at the end of the ramp
-    margin: float = 0.2                     # §4: α
-    perturb_beta: float = 0.5               # §4: Ẽ = (1-β)E + βδ
+    "Contrastive LDM training, Eq. 3 + L_aux"
+    lr: float = 6.4e-5                      # 2e-6 × batch 32
+    weight_decay: float = 0.01              # AdamW default
+    batch_size: int = 32
+    epochs: int = 200
+    ema_decay: float = 0.9999               # LitEma, min(decay, (1+n)/(10+n))
+    aux_weight: float = 1.4                 # label_loss_wight
+    contrastive_weight: float = 1.0         # λ1 at the end of the ramp
+    margin: float = 0.2                     # α
+    perturb_beta: float = 0.5               # Ẽ = (1-β)E + βδ
     use_contrastive: bool = True            # False = "w/o contrastive" ablation
     use_aux: bool = True                    # False = "w/o L_aux" ablation
-    seed: int = 23                          # §4
-    n_gen_samples: int = 1                  # §5: ẑ1 samples per prediction sample
+    seed: int = 23
+    n_gen_samples: int = 1                  # ẑ1 samples per prediction sample
     gen_reduce: str = 'none'                # 'none': keep the n_gen_samples draws (sample 0 is ẑ1); 'mean': ẑ1 = their mean
     gen_method: str = 'sample'              # 'sample' (paper: run the sampler); 'tweedie': a draw is x̂0 at one noise level (10_ldm)
     tweedie_t: tuple = (0.6, 0.65, 0.7, 0.75, 0.8)  # 'tweedie': noise levels t/T tried; the LDM stage keeps the best on validation pairs
@@ -225,29 +225,29 @@ class LDMConfig:
 
 @dataclass
 class PredConfig:
-    "Fusion predictor (METHOD.md §6); defaults = the paper's sizes (d 128, ff 512)"
+    "Fusion predictor; defaults = the paper's sizes (d 128, ff 512)"
     d_model: int = 128                      # paper (ref: 512)
     dim_ff: int = 512                       # paper (ref: 256)
-    n_heads: int = 8                        # §6
-    n_layers: int = 1                       # §6
-    dropout: float = 0.3                    # §6
-    head_hidden: int = 128                  # §6: Linear(d→128), GELU, Linear(128→C)
-    patch_size: int = 4                     # §6: z1 PatchEmbedding 4×4
-    patch_dim: int = 128                    # §6: patch embedding width
-    cnn: str = 'resnet34'                   # §6: X0 encoder
-    lr: float = 1.28e-4                     # §6: 64 × 2e-6
-    weight_decay: float = 0.01              # §6
-    eta_min: float = 1e-7                   # §6: CosineAnnealingLR
-    batch_size: int = 64                    # §6
-    epochs: int = 100                       # §6
-    patience: int = 10                      # §6: early stopping on val AUPRC
+    n_heads: int = 8
+    n_layers: int = 1
+    dropout: float = 0.3
+    head_hidden: int = 128                  # Linear(d→128), GELU, Linear(128→C)
+    patch_size: int = 4                     # z1 PatchEmbedding 4×4
+    patch_dim: int = 128                    # patch embedding width
+    cnn: str = 'resnet34'                   # X0 encoder
+    lr: float = 1.28e-4                     # 64 × 2e-6
+    weight_decay: float = 0.01
+    eta_min: float = 1e-7                   # CosineAnnealingLR
+    batch_size: int = 64
+    epochs: int = 100
+    patience: int = 10                      # early stopping on val AUPRC
     monitor: str = 'auprc'                  # validation metric for early stopping and the best epoch: 'auprc' (paper), 'auroc' or 'valid_loss'
-    seeds: tuple = (0, 1, 2, 3, 4)          # §9: 5 seeds
+    seeds: tuple = (0, 1, 2, 3, 4)          # 5 seeds
 
 @dataclass
 class EvalConfig:
-    "Evaluation (METHOD.md §9)"
-    delta_bins: tuple = DELTA_BINS          # §9
+    "Evaluation"
+    delta_bins: tuple = DELTA_BINS
     n_bootstrap: int = 1000                 # bootstrap resamples for 95% CIs
     ci: float = 0.95
 

@@ -18,7 +18,7 @@ __all__ = ['EPS', 'CONT_FIELDS', 'GCS_MIMIC4_NORMALS', 'GENDER_CODE', 'WINDOW_CO
 
 # %% ../nbs/03_ehr.ipynb #6afce540
 EPS = 1e-6
-CONT_FIELDS = (2, 3, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 61)      # §1.2: the 13 continuous columns
+CONT_FIELDS = (2, 3, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 61)      # the 13 continuous columns
 GCS_MIMIC4_NORMALS = {'Glascow coma scale eye opening': 'Spontaneously',
                       'Glascow coma scale motor response': 'Obeys Commands',
                       'Glascow coma scale verbal response': 'Oriented'}
@@ -121,7 +121,7 @@ class Discretizer:
         else: max_hours = (t.max() if len(t) else 0.0)
         N = int(n_bins) if n_bins is not None else self.n_bins_for(max_hours)
         keep = t <= max_hours + EPS
-        keep &= (t >= first + EPS) if self.skip_bug else (t >= -EPS)        # B1
+        keep &= (t >= first + EPS) if self.skip_bug else (t >= -EPS)
         t, cid, code = t[keep], cid[keep], code[keep]
         b = np.trunc(t / self.timestep - EPS).astype(int)
         ok = (b >= 0) & (b < N); b, cid, code = b[ok], cid[ok], code[ok]

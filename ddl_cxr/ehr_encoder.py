@@ -40,7 +40,7 @@ class EncoderLayer(nn.Module):
         self.drop, self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
 
     def _norm(self, norm, x):
-        # BatchNorm1d normalises dim 1 over (batch, positions): padded positions are in the statistics (reference B3)
+        # BatchNorm1d normalises dim 1 over (batch, positions): padded positions are in the statistics (as in the reference)
         return norm(x.transpose(1, 2)).transpose(1, 2) if self.batchnorm else norm(x)
 
     def forward(self, x:torch.Tensor,         # (B, N, d) tokens

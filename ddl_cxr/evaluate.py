@@ -470,7 +470,7 @@ def _num(x)->str: return 'n/a' if x is None else f"{x:+.3f}"
 
 
 # %% ../nbs/12_evaluate.ipynb #60c33904
-PAPER = {  # (variant, task) → {metric: (mean, sd or None)}; METHOD.md §9
+PAPER = {  # (variant, task) → {metric: (mean, sd or None)}
     ('ddl_cxr', 'phenotype'): dict(auprc=(0.470, 0.003), auroc=(0.740, 0.002)),
     ('ddl_cxr', 'mortality'): dict(auprc=(0.523, 0.011), auroc=(0.822, 0.009)),
     ('last_cxr', 'phenotype'): dict(auprc=(0.459, None), auroc=(0.730, None)),
@@ -479,7 +479,7 @@ PAPER = {  # (variant, task) → {metric: (mean, sd or None)}; METHOD.md §9
     ('ddl_cxr_no_contrastive', 'mortality'): dict(auprc=(0.483, None), auroc=(0.802, None)),
     ('ddl_cxr_no_aux', 'phenotype'): dict(auprc=(0.461, None), auroc=(0.718, None)),
     ('ddl_cxr_no_aux', 'mortality'): dict(auprc=(0.495, None), auroc=(0.811, None))}
-PAPER_DELTA = dict(  # mortality by δ bin, DDL-CXR; test-set n and prevalence (METHOD.md §1.4, §9)
+PAPER_DELTA = dict(  # mortality by δ bin, DDL-CXR; test-set n and prevalence
     n=(421, 394, 182, 486), prevalence=(0.166, 0.190, 0.159, 0.0926),
     auroc=(0.867, 0.800, 0.753, 0.830), auprc=(0.610, 0.566, 0.429, 0.440))
 PAPER_GEN = {'Last-CXR (x0 vs x1)': dict(FID=16.50, FD=2322.68, WD=6353.06),
@@ -872,7 +872,7 @@ METHOD_NOTES = (
     "mean ± SD over seeds (SD with ddof=1). 95% CI: percentile bootstrap of the seed-mean metric, resampling test "
     "samples (the same resamples for every seed and every variant: paired).",
     "δ = hours from the last CXR to the 48 h prediction time, binned [0,12), [12,24), [24,36), ≥36 (paper Tables 2, 10).",
-    "Rows marked '(paper)' are the paper's reported numbers (METHOD.md §9; MIMIC-IV, 5 seeds), not ours.")
+    "Rows marked '(paper)' are the paper's reported numbers (MIMIC-IV, 5 seeds), not ours.")
 
 def collect_notes(metrics:pd.DataFrame)->list:
     "The degenerate-case notes of a metrics table, one line per (task, scope, group, note) with the variants named"

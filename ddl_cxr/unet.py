@@ -218,7 +218,7 @@ class UNet(nn.Module):
                )->torch.Tensor:                             # ε̂ (B, 4, h, w)
         t = self._check(z_t, t, z0, context, context_mask)
         if not self.cfg.cross_attention: context = context_mask = None
-        if self.refcode.padding_in_context: context_mask = None       # reference: no key mask (B3)
+        if self.refcode.padding_in_context: context_mask = None       # reference: no key mask
         emb = self.time_embed(timestep_embedding(t, self.cfg.model_channels).to(z_t.dtype))
         h = torch.cat([z_t, z0], 1) if self.cfg.concat_z0 else z_t
         hs = []
