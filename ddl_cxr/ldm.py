@@ -461,8 +461,8 @@ def choose_tweedie_t(model:DDLCXR, dl, cfg:Config, seed:int=0, device='cpu')->tu
     for bi, b in enumerate(dl):
         z0, z1, ehr, mask = (x.to(device) for x in b[:4])
         _, tokens, tmask = model.encoder(ehr, mask)
-        for t in grid:
-            gens = lambda k: [torch.Generator(device=device).manual_seed(stable_seed(seed, bi, k, j)) for j in range(len(z0))]
+        gens = lambda k: [torch.Generator(device=device).manual_seed(stable_seed(seed, bi, k, j)) for j in range(len(z0))]
+        for t in grid:                                   # the same noise at every t: a paired comparison
             zh = torch.stack([tweedie_draw(model, z0, tokens, tmask, t, gens(k)) for k in range(K)]).mean(0)
             err[t] += (zh - z1).pow(2).flatten(1).mean(1).sum().item()
         base += (z0 - z1).pow(2).flatten(1).mean(1).sum().item(); n += len(z0)

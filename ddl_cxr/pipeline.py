@@ -14,10 +14,10 @@ from . import mimic, ehr as ehrmod, cohort as co, data, vae as vaemod, ldm as ld
 from . import genquality as genq
 
 # %% auto #0
-__all__ = ['EVAL_TEST_PAIRS', 'DEMO_VARIANTS', 'LDM_ABLATIONS', 'FULL_VARIANTS', 'CASE_VARIABLES', 'RESUMABLE', 'layout',
-           'prepare_cohort', 'load_cohort', 'cohort_outputs', 'train_vae_stage', 'encode_oracle', 'train_ldm_stage',
-           'predict_stage', 'oracle_figure', 'ehr_trajectory', 'real_films', 'evaluate_stage', 'stage_key',
-           'reset_stale', 'effective_config', 'pipeline_stages', 'run_pipeline']
+__all__ = ['EVAL_TEST_PAIRS', 'TWEEDIE_VAL_PAIRS', 'DEMO_VARIANTS', 'LDM_ABLATIONS', 'FULL_VARIANTS', 'CASE_VARIABLES',
+           'RESUMABLE', 'layout', 'prepare_cohort', 'load_cohort', 'cohort_outputs', 'train_vae_stage', 'encode_oracle',
+           'oracle_latents', 'train_ldm_stage', 'predict_stage', 'oracle_figure', 'ehr_trajectory', 'real_films',
+           'evaluate_stage', 'stage_key', 'reset_stale', 'effective_config', 'pipeline_stages', 'run_pipeline']
 
 # %% ../nbs/12a_pipeline.ipynb #9f60397c
 def layout(workdir)->dict:
@@ -118,12 +118,20 @@ def encode_oracle(vae, truth_dir, out_path, cfg:Config, device='cpu')->Path:
     ids = tr['oracle_ids'].stay_id.astype('int64').tolist()
     return vaemod.encode_latents(vae, films, ids, out_path, batch_size=cfg.vae.batch_size, device=device)
 
+def oracle_latents(vae_dir)->dict|None:
+    "The VAE latent (C,h,w) of each synthetic stay's true film at 48 h, by prediction sample id (int); None on real data"
+    f = Path(vae_dir)/'oracle_latents.npz'
+    if not f.exists(): return None
+    ids, mean, _ = vaemod.load_latents(f)
+    return dict(zip(map(int, ids.tolist()), mean.numpy()))
+
 # %% ../nbs/12a_pipeline.ipynb #9e4cccb6
 def _latent_store(vae_dir)->data.LatentStore:
     ids, mean, logvar = vaemod.load_latents(Path(vae_dir)/'latents.npz')
     return data.LatentStore(ids, mean, logvar)
 
 EVAL_TEST_PAIRS = 1024      # LDM test pairs scored for generation quality and EHR reliance (a seeded subset: cost)
+TWEEDIE_VAL_PAIRS = 512     # validation pairs that choose the posterior mean's noise level (a seeded subset: cost)
 
 def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num_workers:int=0, progress=False, log=print)->dict:
     "Train the LDM; generate ẑ1 for every prediction sample and for the LDM test pairs"
@@ -142,7 +150,7 @@ def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
     gkw = dict(seed=cfg.ldm.seed, device=dev)
     if ldmmod.gen_method(cfg) == 'tweedie':              # the noise level of the posterior mean, chosen on validation pairs
         val = pairs[pairs.split == 'validate']
-        if len(val) > EVAL_TEST_PAIRS // 2: val = val.sample(EVAL_TEST_PAIRS // 2, random_state=0)
+        if len(val) > TWEEDIE_VAL_PAIRS: val = val.sample(TWEEDIE_VAL_PAIRS, random_state=0)
         if len(val) == 0: raise ValueError("ldm.gen_method 'tweedie' chooses its noise level on validation pairs, and there are none")
         vdl = torch.utils.data.DataLoader(data.LDMDataset(val, lat, t['ehr_ldm']), batch_size=256, shuffle=False, collate_fn=data.collate_ldm)
         gkw['tweedie_t'], tab = ldmmod.choose_tweedie_t(model, vdl, cfg, seed=cfg.ldm.seed, device=dev)
@@ -190,9 +198,8 @@ def predict_stage(cohort_dir, vae_dir, ldm_dir, out_dir, cfg:Config, variants=DE
         if name in variants:
             if not f.exists(): raise FileNotFoundError(f"{f} is missing: run the '{name}' ablation stage first (ddl_cxr demo --full)")
             z1_sources[name] = ldmmod.load_z1(f)
-    oracle = Path(vae_dir)/'oracle_latents.npz'
-    if oracle.exists():
-        ids, mean, _ = vaemod.load_latents(oracle); z1_sources['oracle_cxr'] = dict(zip(ids.tolist(), mean.numpy()))
+    oracle = oracle_latents(vae_dir)
+    if oracle is not None: z1_sources['oracle_cxr'] = oracle
     elif 'oracle_cxr' in variants:
         log("[predict] no oracle latents (real data): Oracle-CXR is left out"); variants = [v for v in variants if v != 'oracle_cxr']
     pred = t['pred'][t['pred'].dicom_id.isin(cache.row)]
@@ -207,7 +214,8 @@ def oracle_figure(workdir, cfg:Config, n:int=4, split:str='test', device='cpu'):
     import matplotlib.pyplot as plt
     p = layout(workdir)
     pred = pd.read_parquet(p['cohort']/'pred.parquet')
-    ids, om, _ = vaemod.load_latents(p['vae']/'oracle_latents.npz'); om = dict(zip([int(i) for i in ids], om))
+    om = oracle_latents(p['vae'])
+    if om is None: raise ValueError(f"{p['vae']} has no oracle latents: the oracle figure needs synthetic data")
     z1 = ldmmod.load_z1(p['ldm']/'z1.npz')
     rows = pred[(pred.split == split) & pred.sample_id.isin(om) & pred.sample_id.astype(str).isin(z1)].head(n)
     if rows.empty: raise ValueError(f"no {split} stay has both ẑ1 and an oracle latent")
@@ -215,7 +223,7 @@ def oracle_figure(workdir, cfg:Config, n:int=4, split:str='test', device='cpu'):
     vae = vaemod.load_vae(p['vae']/'vae.pth', device=device).eval()
     with torch.no_grad():
         gen = vae.decode(torch.stack([torch.as_tensor(z1[str(i)]) for i in rows.sample_id]).to(device)).clamp(-1, 1).cpu()
-        orc = vae.decode(torch.stack([om[int(i)] for i in rows.sample_id]).to(device)).clamp(-1, 1).cpu()
+        orc = vae.decode(torch.as_tensor(np.stack([om[int(i)] for i in rows.sample_id])).to(device)).clamp(-1, 1).cpu()
     fig, axs = plt.subplots(len(rows), 3, figsize=(4.5, 1.5 * len(rows)), squeeze=False)
     for r, (row, g, o) in enumerate(zip(rows.itertuples(), gen, orc)):
         last = data.crop(np.asarray(cache[row.dicom_id]), cfg.image.size)
@@ -270,9 +278,8 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
         ip = evaluate.generation_pairs(imgs['x0'], imgs['x1'], gimgs)
         tables['Generation quality on the LDM test pairs (paper Table 4)'] = evaluate.generation_table(lp, ip)
         notes += evaluate.generation_notes()
-        oracle = Path(vae_dir)/'oracle_latents.npz'
-        if oracle.exists():                              # synthetic: ẑ1 at 48 h against the true film at 48 h
-            ids, om, _ = vaemod.load_latents(oracle); om = dict(zip([int(i) for i in ids], om.numpy()))
+        om = oracle_latents(vae_dir)
+        if om is not None:                               # synthetic: ẑ1 at 48 h against the true film at 48 h
             z1 = ldmmod.load_z1(Path(ldm_dir)/'z1.npz')
             pt = t['pred'][(t['pred'].split == 'test') & t['pred'].sample_id.isin(om) & t['pred'].dicom_id.isin(lat.row)]
             pt = pt[pt.sample_id.astype(str).isin(z1)]

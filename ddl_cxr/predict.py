@@ -607,11 +607,15 @@ def fit_readout(X:Mapping,                 # split → (N_s, D) features ('train
     if fit:
         Cs = sorted(Cs)
         path = logistic_path(Xs['train'], y[:, fit], Cs, max_iter)
-        sig = lambda x, W, b: 1 / (1 + np.exp(-(x @ W + b)))
-        losses = np.array([[_logloss(yv[:, c], sig(Xs['validate'], W[:, j], b[j])) for j, c in enumerate(fit)] for W, b in path])
+        prob = lambda x, W, b: 1 / (1 + np.exp(-(x @ W + b)))          # (N, labels fitted)
+        pv = [prob(Xs['validate'], W, b) for W, b in path]
+        losses = np.array([[_logloss(yv[:, c], p[:, j]) for j, c in enumerate(fit)] for p in pv])
+        best = losses.argmin(0)
+        for s, x in Xs.items():
+            ps = [prob(x, W, b) for W, b in path]
+            for j, c in enumerate(fit): out[s][:, c] = ps[best[j]][:, j]
         for j, c in enumerate(fit):
-            k = int(losses[:, j].argmin()); W, b = path[k]
-            for s, x in Xs.items(): out[s][:, c] = sig(x, W[:, j], b[j])
+            k = int(best[j])
             summary['C'][c], summary['valid_logloss'][c], summary['constant'][c] = float(Cs[k]), float(losses[k, j]), False
     return out, summary
 
