@@ -16,13 +16,13 @@ from .core import *
 from . import __version__
 
 # %% auto #0
-__all__ = ['PRED_COLUMNS', 'VARIANT_NAMES', 'LINEAR', 'METRICS', 'VERDICT_SCHEMA', 'VERDICT_KEYS', 'PAPER', 'PAPER_DELTA',
-           'PAPER_GEN', 'ABLATIONS', 'INCEPTION_FILE', 'INCEPTION_ENV', 'RANDCONV', 'GEN_ROW_NAMES', 'METHOD_NOTES',
-           'variant_name', 'order_variants', 'check_predictions', 'toy_predictions', 'delta_bin', 'auroc', 'auprc',
-           'weighted_auroc_auprc', 'bootstrap_weights', 'percentile_ci', 'prediction_arrays', 'score_arrays',
-           'compute_metrics', 'gap_fraction', 'paired_difference', 'verdict', 'json_safe', 'verdict_dict', 'auroc_mean',
-           'with_extra', 'write_verdict', 'difference_table', 'main_table', 'delta_table', 'average_rank',
-           'label_table', 'ablation_table', 'flatten_latents', 'frechet_distance', 'wasserstein_exact',
+__all__ = ['PRED_COLUMNS', 'VARIANT_NAMES', 'BASELINES', 'LINEAR', 'METRICS', 'VERDICT_SCHEMA', 'VERDICT_KEYS', 'PAPER',
+           'PAPER_DELTA', 'PAPER_GEN', 'ABLATIONS', 'INCEPTION_FILE', 'INCEPTION_ENV', 'RANDCONV', 'GEN_ROW_NAMES',
+           'METHOD_NOTES', 'variant_name', 'order_variants', 'check_predictions', 'toy_predictions', 'delta_bin',
+           'auroc', 'auprc', 'weighted_auroc_auprc', 'bootstrap_weights', 'percentile_ci', 'prediction_arrays',
+           'score_arrays', 'compute_metrics', 'gap_fraction', 'paired_difference', 'verdict', 'json_safe',
+           'verdict_dict', 'auroc_mean', 'with_extra', 'write_verdict', 'difference_table', 'main_table', 'delta_table',
+           'average_rank', 'label_table', 'ablation_table', 'flatten_latents', 'frechet_distance', 'wasserstein_exact',
            'sliced_wasserstein', 'perdim_wasserstein', 'find_inception_weights', 'fid_extractor', 'generation_notes',
            'fid_score', 'generation_pairs', 'generation_table', 'case_study_figure', 'md_table', 'write_report',
            'collect_notes', 'evaluate_predictions']
@@ -35,7 +35,10 @@ VARIANT_NAMES = {  # code name → name in the tables (paper's wording)
     'last_cxr_no_ehr': 'Last-CXR w/o EHR', 'ddl_cxr_no_ehr': 'DDL-CXR w/o EHR',
     'ddl_cxr_no_z0': 'DDL-CXR w/o z0 (LDM)', 'ddl_cxr_no_ehr_cond': 'DDL-CXR w/o E (LDM)',
     'ddl_cxr_no_contrastive': 'DDL-CXR w/o contrastive', 'ddl_cxr_no_aux': 'DDL-CXR w/o L_aux',
-    'ddl_cxr_shuffle_neg': "DDL-CXR, another patient's EHR as negative"}
+    'ddl_cxr_shuffle_neg': "DDL-CXR, another patient's EHR as negative",
+    'mmtm': 'MMTM', 'daft': 'DAFT', 'daft_image': 'DAFT (image modulated)', 'medfuse': 'MedFuse', 'drfuse': 'DrFuse',
+    'gan_cxr': 'GAN-based'}
+BASELINES = ('mmtm', 'daft', 'daft_image', 'medfuse', 'drfuse', 'gan_cxr')   # the paper's comparison methods (11a_baselines)
 
 LINEAR = '_linear'   # suffix of a variant's linear readout (11_predict `readout_name`): 'last_cxr_linear', ...
 
@@ -397,6 +400,8 @@ def verdict_dict(metrics:pd.DataFrame,           # from `compute_metrics` (its s
     for task in TASKS:
         if task not in set(ov.task): continue
         cmp = _comparisons(d, groups, task, split, n_boot, boot_seed, ci)
+        present = set(d.variant[(d.split == split) & (d.task == task)])
+        bcmp = {b: _paired(d, model, b, task, split, n_boot, boot_seed, ci) for b in BASELINES if {model, b} <= present}
         results[task] = {}
         for metric in METRICS:
             x = ov[(ov.task == task) & (ov.metric == metric)].set_index('variant')
@@ -406,6 +411,7 @@ def verdict_dict(metrics:pd.DataFrame,           # from `compute_metrics` (its s
                 mean = lambda v: x.loc[v, 'mean'] if v in x.index else np.nan
                 e['gap_closed'] = gap_fraction(mean(m), mean(b), mean(o))
                 r[g] = e
+            if bcmp: r['baselines'] = {_ckey(model, b, 'fusion'): _diff_entry(v[metric]) for b, v in bcmp.items()}   # DDL-CXR − each
             results[task][metric] = r
     delta = None
     if bins is not None and 'mortality' in set(ov.task):
@@ -454,13 +460,15 @@ def difference_table(vd:Mapping)->pd.DataFrame:
     rows = {}
     for task, r in vd['results'].items():
         for metric, x in r.items():
-            for g in ('fusion', 'linear'):
+            for g in ('fusion', 'linear', 'baselines'):
+                if g not in x: continue
                 for k, e in x[g].items():
                     if k == 'gap_closed': continue
                     a, b = k.split('_minus_')
                     name = f"{variant_name(a)} − {variant_name(b)}" + (' (linear)' if g == 'linear' else '')
                     cell = '–' if e is None else f"{e['diff']:+.3f} [{_num(e['ci_lo'])}, {_num(e['ci_hi'])}]" + (' *' if e['excludes_0'] else '')
                     rows.setdefault(name, {})[f"{task} {metric.upper()}"] = cell
+                if g == 'baselines': continue
                 gname = f"gap closed{' (linear)' if g == 'linear' else ''}"
                 rows.setdefault(gname, {})[f"{task} {metric.upper()}"] = '–' if x[g]['gap_closed'] is None else f"{x[g]['gap_closed']:.0%}"
     df = pd.DataFrame.from_dict(rows, orient='index').fillna('–'); df.index.name = 'paired difference'
@@ -725,7 +733,7 @@ def fid_score(gen, target,                 # (N,3,H,W) images in [−1, 1] (1 ch
 # %% ../nbs/12_evaluate.ipynb #8841e96a
 GEN_ROW_NAMES = {'ddl_cxr': 'DDL-CXR', 'ddl_cxr_no_z0': 'w/o z0', 'ddl_cxr_no_ehr_cond': 'w/o E',
                  'ddl_cxr_no_contrastive': 'w/o contrastive', 'ddl_cxr_no_aux': 'w/o L_aux',
-                 'ddl_cxr_shuffle_neg': "another patient's EHR as negative"}
+                 'ddl_cxr_shuffle_neg': "another patient's EHR as negative", 'gan_cxr': 'GAN-based'}
 
 def generation_pairs(x0, x1, generated:Mapping, oracle=None)->dict:
     "Rows of Table 4 → {row name: (generated or x0, reference)}; with `oracle` (the true film at 48 h) also '… vs oracle@48h'"

@@ -10,14 +10,15 @@ import numpy as np
 import pandas as pd
 import torch
 from .core import *
-from . import mimic, ehr as ehrmod, cohort as co, data, vae as vaemod, ldm as ldmmod, predict, evaluate
+from . import mimic, ehr as ehrmod, cohort as co, data, vae as vaemod, ldm as ldmmod, predict, evaluate, baselines
 from . import genquality as genq
 
 # %% auto #0
-__all__ = ['EVAL_TEST_PAIRS', 'TWEEDIE_VAL_PAIRS', 'DEMO_VARIANTS', 'LDM_ABLATIONS', 'FULL_VARIANTS', 'CASE_VARIABLES',
-           'RESUMABLE', 'layout', 'prepare_cohort', 'load_cohort', 'cohort_outputs', 'train_vae_stage', 'encode_oracle',
-           'oracle_latents', 'train_ldm_stage', 'predict_stage', 'oracle_figure', 'ehr_trajectory', 'real_films',
-           'evaluate_stage', 'stage_key', 'reset_stale', 'effective_config', 'pipeline_stages', 'run_pipeline']
+__all__ = ['EVAL_TEST_PAIRS', 'TWEEDIE_VAL_PAIRS', 'DEMO_VARIANTS', 'LDM_ABLATIONS', 'BASELINE_VARIANTS', 'FULL_VARIANTS',
+           'CASE_VARIABLES', 'RESUMABLE', 'layout', 'prepare_cohort', 'load_cohort', 'cohort_outputs',
+           'train_vae_stage', 'encode_oracle', 'oracle_latents', 'train_ldm_stage', 'train_gan_stage', 'predict_stage',
+           'oracle_figure', 'ehr_trajectory', 'real_films', 'evaluate_stage', 'stage_key', 'reset_stale',
+           'effective_config', 'pipeline_stages', 'run_pipeline']
 
 # %% ../nbs/12a_pipeline.ipynb #9f60397c
 def layout(workdir)->dict:
@@ -25,7 +26,7 @@ def layout(workdir)->dict:
     w = Path(workdir)
     return dict(raw=w/'raw', mimic=w/'raw'/'mimic-iv', cxr=w/'raw'/'mimic-cxr-jpg', truth=w/'raw'/'truth',
                 extract=w/'extract', cohort=w/'cohort', images=w/'cohort'/'images', vae=w/'vae', ldm=w/'ldm',
-                predict=w/'predict', report=w/'report')
+                gan=w/'gan', predict=w/'predict', report=w/'report')
 
 # %% ../nbs/12a_pipeline.ipynb #125d80ea
 def _save_parquet(df, path):
@@ -184,7 +185,38 @@ LDM_ABLATIONS = {'ddl_cxr_no_z0': dict(unet=dict(concat_z0=False)),
                  'ddl_cxr_no_contrastive': dict(ldm=dict(use_contrastive=False)),
                  'ddl_cxr_no_aux': dict(ldm=dict(use_aux=False)),
                  'ddl_cxr_shuffle_neg': dict(ldm=dict(negative='shuffle'))}   # ours: another patient's EHR as the negative
-FULL_VARIANTS = DEMO_VARIANTS[:3] + ('last_cxr_no_ehr', 'ddl_cxr_no_ehr') + tuple(LDM_ABLATIONS) + ('oracle_cxr',)
+BASELINE_VARIANTS = tuple(b for b in evaluate.BASELINES if b != 'daft_image')   # 11a_baselines (DAFT's original direction runs by name)
+FULL_VARIANTS = (DEMO_VARIANTS[:3] + ('last_cxr_no_ehr', 'ddl_cxr_no_ehr') + tuple(LDM_ABLATIONS) + BASELINE_VARIANTS
+                 + ('oracle_cxr',))
+
+# %% ../nbs/12a_pipeline.ipynb #b7a1c2d1
+def train_gan_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num_workers:int=0, log=print)->dict:
+    "Train the GAN baseline generator; its ẑ1 for every prediction sample and for the LDM test pairs"
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    dev = get_device(device)
+    t = load_cohort(cohort_dir); lat = _latent_store(vae_dir)
+    pairs = t['pairs'][t['pairs'].x0_dicom_id.isin(lat.row) & t['pairs'].x1_dicom_id.isin(lat.row)]
+    sp = lambda s: data.LDMDataset(pairs[pairs.split == s], lat, t['ehr_ldm'])
+    dls = data.make_dls(sp('train'), sp('validate'), bs=cfg.gan.batch_size, collate=data.collate_ldm,
+                        num_workers=num_workers, device=dev, seed=cfg.gan.seed, n_inp=4)
+    z_ch, n_feat = lat.get(pairs.x0_dicom_id.iloc[0]).shape[0], next(iter(t['ehr_ldm'].values())).shape[-1]
+    t0 = time.time()
+    learn = baselines.train_gan(dls, z_ch, n_feat, cfg.gan)
+    names, last = learn.recorder.metric_names[2:], learn.recorder.values[-1][1:]
+    v = dict(zip(names, map(float, last)))
+    log(f"[gan] {len(learn.recorder.values)} epochs on {len(dls.train.dataset)} pairs in {time.time()-t0:.0f}s; "
+        f"validation MSE to x1: generated {v['mse_to_x1']:.3f}, copying x0 {v['mse_copy_x0']:.3f}")
+    g = learn.model.generator
+    baselines.save_gan(out/'gan.pth', g, cfg, z_ch, n_feat, validation=v)
+    gen = lambda table, ehr: torch.utils.data.DataLoader(data.GenerationDataset(table, lat, ehr), batch_size=256,
+                                                         shuffle=False, collate_fn=data.collate_generation)
+    pred = t['pred'][t['pred'].dicom_id.isin(lat.row)]
+    ldmmod.save_z1(out/'z1.npz', baselines.gan_z1(g, gen(pred, t['ehr_gen']), pred.sample_id, dev))
+    test = pairs[pairs.split == 'test']
+    if len(test) > EVAL_TEST_PAIRS: test = test.sample(EVAL_TEST_PAIRS, random_state=0).sort_values('sample_id')   # as the LDM's
+    tp = pd.DataFrame({'sample_id': test.sample_id, 'dicom_id': test.x0_dicom_id})
+    ldmmod.save_z1(out/'z1_test_pairs.npz', baselines.gan_z1(g, gen(tp, t['ehr_ldm']), tp.sample_id, dev))
+    return dict(gan=out/'gan.pth', z1=out/'z1.npz', z1_test_pairs=out/'z1_test_pairs.npz')
 
 # %% ../nbs/12a_pipeline.ipynb #14241182
 def predict_stage(cohort_dir, vae_dir, ldm_dir, out_dir, cfg:Config, variants=DEMO_VARIANTS, tasks=TASKS, seeds=None,
@@ -198,6 +230,10 @@ def predict_stage(cohort_dir, vae_dir, ldm_dir, out_dir, cfg:Config, variants=DE
         if name in variants:
             if not f.exists(): raise FileNotFoundError(f"{f} is missing: run the '{name}' ablation stage first (ddl_cxr demo --full)")
             z1_sources[name] = ldmmod.load_z1(f)
+    if 'gan_cxr' in variants:
+        f = Path(vae_dir).parent/'gan'/'z1.npz'
+        if not f.exists(): raise FileNotFoundError(f"{f} is missing: run the 'gan' stage first (ddl_cxr demo --full)")
+        z1_sources['gan_cxr'] = ldmmod.load_z1(f)
     oracle = oracle_latents(vae_dir)
     if oracle is not None: z1_sources['oracle_cxr'] = oracle
     elif 'oracle_cxr' in variants:
@@ -266,6 +302,8 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
         for name in LDM_ABLATIONS:                       # ablation LDMs, when they were trained (--full)
             f = Path(ldm_dir).parent/f'ldm_{name}'/'z1_test_pairs.npz'
             if f.exists(): z = ldmmod.load_z1(f); gen[name] = np.stack([z[str(i)] for i in test.sample_id])
+        f = Path(ldm_dir).parent/'gan'/'z1_test_pairs.npz'
+        if f.exists(): z = ldmmod.load_z1(f); gen['gan_cxr'] = np.stack([z[str(i)] for i in test.sample_id])   # --full
         g = gen['ddl_cxr']
         vae = vaemod.load_vae(Path(vae_dir)/'vae.pth', device=dev).eval()
         dec = lambda z: torch.cat([vae.decode(torch.as_tensor(z[i:i+256], device=dev)).clamp(-1, 1).cpu()
@@ -286,11 +324,20 @@ def evaluate_stage(cohort_dir, vae_dir, ldm_dir, predict_dir, out_dir, cfg:Confi
             if len(pt) >= 2:
                 z0 = torch.stack([lat.get(d) for d in pt.dicom_id]).numpy()
                 orc = np.stack([om[int(i)] for i in pt.sample_id]); zh = np.stack([z1[str(i)] for i in pt.sample_id])
+                rows = {'Last-CXR (x0) vs oracle@48h': (z0, orc), 'DDL-CXR vs oracle@48h': (zh, orc)}
+                fg = Path(ldm_dir).parent/'gan'/'z1.npz'
+                zg = None
+                if fg.exists():                          # the GAN baseline (--full): the same comparison
+                    g = ldmmod.load_z1(fg); zg = np.stack([g[str(i)] for i in pt.sample_id]); rows['GAN-based vs oracle@48h'] = (zg, orc)
                 tables['Generation at the prediction time against the true (oracle) film at 48 h, test samples (synthetic only)'] = \
-                    evaluate.generation_table({'Last-CXR (x0) vs oracle@48h': (z0, orc), 'DDL-CXR vs oracle@48h': (zh, orc)}, paper=False)
+                    evaluate.generation_table(rows, paper=False)
                 gq = genq.patient_generation(z0, zh, orc, pt.delta.to_numpy(), cfg.eval.delta_bins)
                 tables['Per patient: error of ẑ1 and of the last film z0 to the true 48-h latent, test samples (synthetic only)'] = gq
                 extra['generation_per_patient'] = genq.generation_verdict(gq)
+                if zg is not None:
+                    gg = genq.patient_generation(z0, zg, orc, pt.delta.to_numpy(), cfg.eval.delta_bins)
+                    tables['Per patient, the GAN baseline: error of its ẑ1 and of z0 to the true 48-h latent, test samples (synthetic only)'] = gg
+                    extra['generation_per_patient_gan'] = genq.generation_verdict(gg)
                 figures['Last film | generated at 48 h | oracle at 48 h (synthetic test stays)'] = oracle_figure(
                     Path(cohort_dir).parent, cfg, n=n_cases, device=dev)
         events = ehrmod.read_events(Path(extract_dir)/'events.parquet', test.stay_id.iloc[:n_cases]) if extract_dir else None
@@ -381,6 +428,8 @@ def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=
                'reliance': p['ldm']/'reliance.csv'}
     pred_out = {'predictions': p['predict']/'predictions.parquet'}
     ablations = [v for v in variants if v in LDM_ABLATIONS]
+    gan = 'gan_cxr' in variants
+    gan_out = {'gan': p['gan']/'gan.pth', 'z1': p['gan']/'z1.npz', 'z1_test_pairs': p['gan']/'z1_test_pairs.npz'}
     stages = []
     if synthetic:
         from ddl_cxr.synthetic import write_synthetic_cohort
@@ -404,11 +453,14 @@ def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=
            _sections(update_config(cfg, **LDM_ABLATIONS[name]), 'encoder', 'unet', 'diffusion', 'ldm'),
            {'pairs': coh['pairs'], 'ehr_ldm': coh['ehr_ldm'], 'ehr_gen': coh['ehr_gen'], 'latents': vae_out['latents']},
            {'z1': Path(workdir)/f'ldm_{name}'/'z1.npz'}) for name in ablations],
+        *([('gan', lambda: train_gan_stage(p['cohort'], p['vae'], p['gan'], cfg, device, log=log), _sections(cfg, 'gan'),
+            {'pairs': coh['pairs'], 'ehr_ldm': coh['ehr_ldm'], 'ehr_gen': coh['ehr_gen'], 'latents': vae_out['latents']},
+            gan_out)] if gan else []),
         ('predict', lambda: predict_stage(p['cohort'], p['vae'], p['ldm'], p['predict'], cfg, variants, TASKS, seeds, device,
                                           n_jobs, log=log),
          {**_sections(cfg, 'pred', 'image'), 'variants': list(variants), 'seeds': list(seeds or cfg.pred.seeds)},
          {'pred': coh['pred'], 'ehr_pred': coh['ehr_pred'], 'z1': ldm_out['z1'], **({'oracle': vae_out['oracle']} if synthetic else {}),
-          **{f'z1_{n}': Path(workdir)/f'ldm_{n}'/'z1.npz' for n in ablations}},
+          **{f'z1_{n}': Path(workdir)/f'ldm_{n}'/'z1.npz' for n in ablations}, **({'z1_gan': gan_out['z1']} if gan else {})},
          pred_out),
         ('evaluate', lambda: evaluate_stage(p['cohort'], p['vae'], p['ldm'], p['predict'], p['report'], cfg, p['extract'],
                                             device, log=log),

@@ -32,11 +32,11 @@ from .ehr_encoder import EHREncoder
 __all__ = ['SMALL_CNNS', 'VARIANTS', 'Z1_HINTS', 'MONITORS', 'PRED_COLUMNS', 'EHR_STATS', 'READOUT_CS', 'patchify',
            'PatchEmbedding', 'token_encoder', 'n_params', 'SmallCNN', 'imagenet_resnet34_file', 'image_encoder',
            'Variant', 'resolve_variant', 'by_sample_id', 'z1_for', 'FusionPredictor', 'build_predictor', 'pos_weights',
-           'WeightedBCE', 'auprc', 'auroc', 'BinaryScore', 'AUPRC', 'AUROC', 'cosine_lr', 'EpochCosine',
-           'affine_params', 'affine_grid', 'augment_x0', 'prep_x0', 'PredBatches', 'pred_dls', 'X0Prep', 'monitor_comp',
-           'train_predictor', 'predict_proba', 'long_predictions', 'run_seed', 'run_one', 'ehr_summary', 'readout_name',
-           'readout_features', 'logistic_path', 'fit_readout', 'run_readout', 'default_variants', 'run_key', 'run_line',
-           'die_with_parent', 'run_predictions']
+           'WeightedBCE', 'WithAuxLoss', 'predictor_loss', 'auprc', 'auroc', 'BinaryScore', 'AUPRC', 'AUROC',
+           'cosine_lr', 'EpochCosine', 'affine_params', 'affine_grid', 'augment_x0', 'prep_x0', 'PredBatches',
+           'pred_dls', 'X0Prep', 'monitor_comp', 'train_predictor', 'predict_proba', 'long_predictions', 'run_seed',
+           'run_one', 'ehr_summary', 'readout_name', 'readout_features', 'logistic_path', 'fit_readout', 'run_readout',
+           'default_variants', 'run_key', 'run_line', 'die_with_parent', 'run_predictions']
 
 # %% ../nbs/11_predict.ipynb #87ef9740
 def patchify(z:torch.Tensor,   # (B, C, H, W) latent
@@ -110,16 +110,18 @@ def image_encoder(name:str,                 # 'resnet34' (paper), 'resnet_small'
 # %% ../nbs/11_predict.ipynb #d7a8469f
 @dataclass(frozen=True)
 class Variant:
-    "Which inputs a predictor variant sees; `z1` names its entry in `z1_sources` (None = no ẑ1)"
+    "Which inputs a predictor variant sees (`z1` names its entry in `z1_sources`, None = no ẑ1) and which predictor reads them"
     name: str
     ehr: bool = True
     x0: bool = True
     z1: str|None = None
+    arch: str = 'fusion'     # 'fusion' (the DDL-CXR predictor below) or a fusion baseline of 11a_baselines
 
 VARIANTS = {v.name: v for v in [
     Variant('uni_ehr', ehr=True, x0=False), Variant('last_cxr'), Variant('ddl_cxr', z1='ddl_cxr'),
     Variant('last_cxr_no_ehr', ehr=False), Variant('ddl_cxr_no_ehr', ehr=False, z1='ddl_cxr'),
-    Variant('oracle_cxr', z1='oracle_cxr')]}
+    Variant('oracle_cxr', z1='oracle_cxr'),
+    *[Variant(b, arch=b) for b in ('mmtm', 'daft', 'daft_image', 'medfuse', 'drfuse')]]}   # the baselines: EHR + last film
 
 Z1_HINTS = {
     'ddl_cxr': "generate ẑ1 with the trained LDM first (`ddl_cxr generate`, nbs/10_ldm.ipynb) and pass it as z1_sources['ddl_cxr']",
@@ -216,6 +218,9 @@ def build_predictor(variant:Variant|str, pc:PredConfig, task:str, z1_shape=None,
     if v.z1 is not None and z1_shape is None: raise ValueError(f"variant {v.name!r} uses ẑ1: pass its z1_shape")
     n_out = {'mortality': 1, 'phenotype': len(PHENOTYPE_LABELS)}.get(task)
     if n_out is None: raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    if v.arch != 'fusion':                        # a baseline (11a_baselines builds on this module, hence the late import)
+        from ddl_cxr.baselines import build_baseline
+        return build_baseline(v.arch, pc, n_out, cnn_weights=cnn_weights, log=log)
     return FusionPredictor(pc, n_out, use_ehr=v.ehr, use_x0=v.x0, z1_shape=z1_shape if v.z1 else None,
                            refcode=refcode, cnn_weights=cnn_weights, log=log)
 
@@ -237,6 +242,18 @@ class WeightedBCE(nn.Module):
         self.register_buffer('pos_weight', torch.as_tensor(pos_weight, dtype=torch.float32))
     def forward(self, logits, y):
         return F.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=self.pos_weight.to(logits.device))
+
+class WithAuxLoss(nn.Module):
+    "Eq. 5 on a model's output plus the model's own extra terms of its last forward pass, `model.aux_loss(bce, y)`"
+    def __init__(self, bce:WeightedBCE, model:nn.Module):
+        super().__init__()
+        self.bce, self._model = bce, [model]           # in a list: the model is not a submodule of its loss
+    def forward(self, logits, y): return self.bce(logits, y) + self._model[0].aux_loss(self.bce, y)
+
+def predictor_loss(model:nn.Module, pos_weight)->nn.Module:
+    "The training loss of a predictor: Eq. 5, plus its auxiliary terms when it has any (the baselines' heads, DrFuse's losses)"
+    bce = WeightedBCE(pos_weight)
+    return WithAuxLoss(bce, model) if hasattr(model, 'aux_loss') else bce
 
 # %% ../nbs/11_predict.ipynb #b443c236
 def _both_classes(y): return (y.max(0) > 0) & (y.min(0) < 1)
@@ -429,7 +446,7 @@ def train_predictor(model:nn.Module,        # a `FusionPredictor`
     comp = monitor_comp(pc.monitor)
     save = _SaveBest(monitor=pc.monitor, comp=comp, fname='best')
     stop = _EarlyStop(monitor=pc.monitor, comp=comp, patience=pc.patience)
-    learn = Learner(dls, model, loss_func=WeightedBCE(pos_weight), opt_func=partial(OptimWrapper, opt=torch.optim.AdamW),
+    learn = Learner(dls, model, loss_func=predictor_loss(model, pos_weight), opt_func=partial(OptimWrapper, opt=torch.optim.AdamW),
                     lr=pc.lr, wd=pc.weight_decay, wd_bn_bias=True, metrics=[AUPRC(), AUROC()], path=Path(path),
                     model_dir='.', cbs=[EpochCosine(pc.lr, pc.eta_min, pc.epochs), save, stop, *(cbs or [])])
     t0 = time.time()
@@ -643,9 +660,9 @@ def run_readout(pred:pd.DataFrame, ehr:Mapping, latents:Mapping|None, variant:Va
 
 # %% ../nbs/11_predict.ipynb #7da932d4
 def default_variants(z1_sources:Mapping|None=None)->list[str]:
-    "Every built-in variant whose ẑ1 is available (the Last-CXR/Uni-EHR ones always), plus every extra ẑ1 source (ablations)"
+    "Every built-in DDL-CXR variant whose ẑ1 is available (Last-CXR/Uni-EHR always), plus every extra ẑ1 source (ablations); baselines only by name"
     z = dict(z1_sources or {})
-    out = [k for k, v in VARIANTS.items() if v.z1 is None or v.z1 in z]
+    out = [k for k, v in VARIANTS.items() if v.arch == 'fusion' and (v.z1 is None or v.z1 in z)]
     return out + [k for k in z if k not in VARIANTS]
 
 def run_key(variant:str, task:str, seed:int)->str: return f'{variant}__{task}__seed{int(seed)}'
@@ -715,9 +732,9 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
     ehr = by_sample_id(ehr, ids, 'ehr (the 48-h EHR arrays)', 'build them with ehr_tensors over the prediction windows (03_ehr)')
     z1s = {v.name: z1_for(v, z1_sources, ids) for v in variants}            # every missing input fails here, before training
     readouts = latents is not None if readouts is None else bool(readouts)
-    if readouts and latents is None and any(v.x0 for v in variants):
+    if readouts and latents is None and any(v.x0 and v.arch == 'fusion' for v in variants):
         raise ValueError("readouts=True needs latents = {dicom_id: (4, h, w)}: the VAE latents of the films (06_vae)")
-    if readouts and any(v.x0 for v in variants):
+    if readouts and any(v.x0 and v.arch == 'fusion' for v in variants):
         latents = by_sample_id(latents, pred.dicom_id.tolist(), 'latents (z0 of the films)', 'encode every cached film with the VAE (06_vae)')
     workdir = Path(workdir); runs = workdir/'runs'; runs.mkdir(parents=True, exist_ok=True)
     clean_tmp(workdir)
@@ -733,7 +750,7 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
                 jobs.append((key, v, task, seed, workdir/'models'/key))
 
     rh = _readout_hash()
-    for v in (variants if readouts else []):                 # the readouts first: quick, and they check the latents
+    for v in ([v for v in variants if v.arch == 'fusion'] if readouts else []):   # the readouts first: quick, and they check the latents
         for task in tasks:
             keys = [run_key(readout_name(v.name), task, s) for s in seeds]
             files += [runs/f'{k}.parquet' for k in keys]
