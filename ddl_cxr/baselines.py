@@ -4,10 +4,8 @@
 
 # %% ../nbs/11a_baselines.ipynb #9ab5dc57
 from __future__ import annotations
-import copy, math, time
+import copy, math
 from pathlib import Path
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
