@@ -19,9 +19,9 @@ from .core import Config, PredConfig, GANConfig, atomic_torch_save, seed_everyth
 from .predict import SmallCNN, image_encoder
 
 # %% auto #0
-__all__ = ['ATTN_TOKENS', 'RANK_PAIRS', 'FUSION_BASELINES', 'GAN_FORMAT', 'image_trunk', 'channel_means', 'MMTM', 'WithHeads',
-           'MMTMFusion', 'DAFTBlock', 'DAFTFusion', 'MedFuse', 'logit_pool', 'bernoulli_jsd', 'attention_rank_loss',
-           'DrFuse', 'build_baseline', 'EHRCode', 'LatentGenerator', 'LatentCritic', 'gradient_penalty', 'LatentGAN',
+__all__ = ['ATTN_TOKENS', 'RANK_PAIRS', 'FUSION_BASELINES', 'GAN_FORMAT', 'image_trunk', 'channel_means', 'MMTM', 'MMTMFusion',
+           'DAFTBlock', 'DAFTFusion', 'MedFuse', 'logit_pool', 'bernoulli_jsd', 'attention_rank_loss', 'DrFuse',
+           'build_baseline', 'EHRCode', 'LatentGenerator', 'LatentCritic', 'gradient_penalty', 'LatentGAN',
            'GeneratorLoss', 'CriticSteps', 'mse_to_x1', 'mse_copy_x0', 'gan_learner', 'train_gan', 'save_gan',
            'load_gan', 'gan_z1']
 
@@ -57,15 +57,10 @@ class MMTM(nn.Module):
         ga, gb = self.gates(a, b)
         return a * _bcast(ga, a), b * _bcast(gb, b)
 
-# %% ../nbs/11a_baselines.ipynb #6bfd3883
-class WithHeads(nn.Module):
-    "A predictor with auxiliary heads: `aux_loss` sums the weighted BCE of each head's logits from the last forward pass"
-    def aux_loss(self, bce, y)->torch.Tensor:
-        return sum(bce(l, y) for l in self.aux_logits.values())
-
+# %% ../nbs/11a_baselines.ipynb #00a4ecd4
 def _squeeze1(out:torch.Tensor, n_out:int)->torch.Tensor: return out[:, 0] if n_out == 1 else out
 
-class MMTMFusion(WithHeads):
+class MMTMFusion(nn.Module):
     "MedFuse's MMTM baseline: LSTM layer 1 ⇄ CNN map through an MMTM, LSTM layer 2, EHR/CXR/joint heads (joint = output)"
     def __init__(self, pc:PredConfig, n_out:int=1, ehr_shape:tuple=(48, 79), cnn_weights='auto', ratio:int=4, log=print):
         super().__init__()
@@ -84,6 +79,10 @@ class MMTMFusion(WithHeads):
         he, hc = self.drop(h[-1]), channel_means(m)
         self.aux_logits = {'ehr': _squeeze1(self.ehr_head(he), self.n_out), 'cxr': _squeeze1(self.cxr_head(hc), self.n_out)}
         return _squeeze1(self.joint_head(torch.cat([self.ehr_proj(he), hc], 1)), self.n_out)
+
+    def aux_loss(self, bce, y)->torch.Tensor:
+        "The weighted BCE of the EHR-only and CXR-only heads of the last forward pass"
+        return sum(bce(l, y) for l in self.aux_logits.values())
 
 # %% ../nbs/11a_baselines.ipynb #6ff5f08b
 class DAFTBlock(nn.Module):

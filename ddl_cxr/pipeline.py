@@ -16,9 +16,9 @@ from . import genquality as genq
 # %% auto #0
 __all__ = ['EVAL_TEST_PAIRS', 'TWEEDIE_VAL_PAIRS', 'DEMO_VARIANTS', 'LDM_ABLATIONS', 'BASELINE_VARIANTS', 'FULL_VARIANTS',
            'CASE_VARIABLES', 'RESUMABLE', 'layout', 'prepare_cohort', 'load_cohort', 'cohort_outputs',
-           'train_vae_stage', 'encode_oracle', 'oracle_latents', 'train_ldm_stage', 'train_gan_stage', 'predict_stage',
-           'oracle_figure', 'ehr_trajectory', 'real_films', 'evaluate_stage', 'stage_key', 'reset_stale',
-           'effective_config', 'pipeline_stages', 'run_pipeline']
+           'train_vae_stage', 'encode_oracle', 'oracle_latents', 'scored_test_pairs', 'train_ldm_stage',
+           'train_gan_stage', 'predict_stage', 'oracle_figure', 'ehr_trajectory', 'real_films', 'evaluate_stage',
+           'stage_key', 'reset_stale', 'effective_config', 'pipeline_stages', 'run_pipeline']
 
 # %% ../nbs/12a_pipeline.ipynb #9f60397c
 def layout(workdir)->dict:
@@ -134,6 +134,11 @@ def _latent_store(vae_dir)->data.LatentStore:
 EVAL_TEST_PAIRS = 1024      # LDM test pairs scored for generation quality and EHR reliance (a seeded subset: cost)
 TWEEDIE_VAL_PAIRS = 512     # validation pairs that choose the posterior mean's noise level (a seeded subset: cost)
 
+def scored_test_pairs(pairs:pd.DataFrame)->pd.DataFrame:
+    "The LDM test pairs every generator is scored on (Table 4): a seeded subset of EVAL_TEST_PAIRS, the same for all"
+    test = pairs[pairs.split == 'test']
+    return test.sample(EVAL_TEST_PAIRS, random_state=0).sort_values('sample_id') if len(test) > EVAL_TEST_PAIRS else test
+
 def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num_workers:int=0, progress=False, log=print)->dict:
     "Train the LDM; generate ẑ1 for every prediction sample and for the LDM test pairs"
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -163,8 +168,7 @@ def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
     dl = torch.utils.data.DataLoader(gen, batch_size=256, shuffle=False, collate_fn=data.collate_generation)
     z1 = ldmmod.generate_z1(model, dl, pred.sample_id.tolist(), cfg, **gkw)
     ldmmod.save_z1(out/'z1.npz', z1)
-    test = pairs[pairs.split == 'test']
-    if len(test) > EVAL_TEST_PAIRS: test = test.sample(EVAL_TEST_PAIRS, random_state=0).sort_values('sample_id')
+    test = scored_test_pairs(pairs)
     rdl = torch.utils.data.DataLoader(data.LDMDataset(test, lat, t['ehr_ldm']), batch_size=256, shuffle=False, collate_fn=data.collate_ldm)
     T = cfg.diffusion.timesteps                          # t = 20, 100, 300, 500 of 1000 (the same fractions of a shorter schedule)
     rel = ldmmod.ehr_reliance(model, rdl, ts=[max(1, round(f * T)) for f in (0.02, 0.1, 0.3, 0.5)], seed=cfg.ldm.seed, device=dev)
@@ -212,8 +216,7 @@ def train_gan_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
                                                          shuffle=False, collate_fn=data.collate_generation)
     pred = t['pred'][t['pred'].dicom_id.isin(lat.row)]
     ldmmod.save_z1(out/'z1.npz', baselines.gan_z1(g, gen(pred, t['ehr_gen']), pred.sample_id, dev))
-    test = pairs[pairs.split == 'test']
-    if len(test) > EVAL_TEST_PAIRS: test = test.sample(EVAL_TEST_PAIRS, random_state=0).sort_values('sample_id')   # as the LDM's
+    test = scored_test_pairs(pairs)                      # the LDM's pairs: Table 4 compares like with like
     tp = pd.DataFrame({'sample_id': test.sample_id, 'dicom_id': test.x0_dicom_id})
     ldmmod.save_z1(out/'z1_test_pairs.npz', baselines.gan_z1(g, gen(tp, t['ehr_ldm']), tp.sample_id, dev))
     return dict(gan=out/'gan.pth', z1=out/'z1.npz', z1_test_pairs=out/'z1_test_pairs.npz')
