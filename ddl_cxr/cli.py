@@ -11,7 +11,8 @@ from .core import *
 from . import __version__
 
 # %% auto #0
-__all__ = ['train_vae', 'train_ldm', 'train_pred', 'evaluate', 'COMMANDS', 'demo', 'synth', 'prepare', 'test', 'readme', 'main']
+__all__ = ['train_vae', 'train_ldm', 'train_pred', 'evaluate', 'COMMANDS', 'demo', 'synth', 'prepare', 'test', 'readme', 'bench',
+           'main']
 
 # %% ../nbs/13_cli.ipynb #d711c5c4
 def _seeds(seeds:str|None)->tuple|None:
@@ -162,8 +163,25 @@ def readme():
     from ddl_cxr.devtools import write_readme
     print(f"wrote {write_readme()}"); return 0
 
+@call_parse
+def bench(what:str='unet,step,ddim,ema',  # benchmarks: unet, step, ddim, ema, samplers, stages (the last two read --workdir)
+          shapes:str='quick',            # quick, paper (the reference's widths: minutes per table on a CPU), tiny
+          workdir:str=None,              # a demo's work directory: the samplers on its LDM and test pairs, its stage times
+          device:str='auto', repeats:int=3,
+          precisions:str='fp32,bf16',    # arithmetic of our UNet and step ('bf16': autocast)
+          out:str=None,                  # also write the tables as JSON here
+         ):
+    "Speed and memory against named baselines in one run: UNet vs diffusers, LDM step vs the reference's, DDIM, samplers, EMA"
+    from ddl_cxr.bench import run_bench, format_bench, save_bench
+    sp = lambda s: tuple(x.strip() for x in s.split(',') if x.strip())
+    set_threads()
+    res = run_bench(sp(what), sp(shapes), workdir, str(get_device(device)), repeats, sp(precisions))
+    print(format_bench(res))
+    if out: print(f"wrote {save_bench(res, out)}")
+    return 0
+
 COMMANDS = {'demo': demo, 'synth': synth, 'prepare': prepare, 'train-vae': train_vae, 'train-ldm': train_ldm,
-            'train-pred': train_pred, 'evaluate': evaluate, 'test': test, 'readme': readme}
+            'train-pred': train_pred, 'evaluate': evaluate, 'bench': bench, 'test': test, 'readme': readme}
 
 def _usage()->str:
     w = max(map(len, COMMANDS))

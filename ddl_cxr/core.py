@@ -222,6 +222,8 @@ class LDMConfig:
     steps: int = 0                          # optimizer steps; > 0 replaces epochs (epochs = ceil(steps / batches per epoch))
     eps_skip: bool = False                  # ε_θ = UNet + the exact ε of z1 ~ N(z0, skip_std² I) (off: the UNet alone, paper)
     skip_std: float = 1.0                   # spread of z1 around z0 assumed by eps_skip (around 0 without z0)
+    precision: str = 'auto'                 # training arithmetic: 'auto' (CUDA: bf16 where supported, else fp16; CPU: fp32),
+                                            # 'fp32', 'bf16' (autocast, CPU or CUDA), 'fp16' (CUDA, loss scaling); 10_ldm
 
 @dataclass
 class PredConfig:

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback, CancelFitException
+from fastai.torch_core import rank_distrib
 import fastai.callback.progress  # Learner.no_bar, progress bars
 from .core import *
 from .ehr_encoder import EHREncoder
@@ -20,12 +21,13 @@ from .diffusion import Schedule, q_sample, snr_weight, predict_z0, randn_rows, S
 import pandas as pd
 
 # %% auto #0
-__all__ = ['NEGATIVES', 'LR_SCHEDULES', 'Z1_REDUCTIONS', 'GEN_METHODS', 'sq_err', 'contrastive_norm', 'contrastive_elementwise',
-           'perturb_context', 'shuffle_context', 'negative_context', 'lambda_ramp', 'eps_prior', 'DDLCXR', 'LDMLoss',
-           'LambdaRamp', 'EMA', 'FixedValidationDraws', 'LossParts', 'ema_state_dict', 'SelectBest', 'Checkpoint',
-           'load_checkpoint', 'lr_schedule_cbs', 'ldm_epochs', 'ldm_learner', 'train_ldm', 'load_ldm', 'toy_ldm_data',
-           'ehr_reliance', 'gen_method', 'tweedie_steps', 'tweedie_draw', 'generate_z1', 'choose_tweedie_t', 'save_z1',
-           'load_z1']
+__all__ = ['NEGATIVES', 'LR_SCHEDULES', 'PRECISIONS', 'Z1_REDUCTIONS', 'GEN_METHODS', 'sq_err', 'contrastive_norm',
+           'contrastive_elementwise', 'perturb_context', 'shuffle_context', 'negative_context', 'lambda_ramp',
+           'eps_prior', 'DDLCXR', 'LDMLoss', 'LambdaRamp', 'bare_model', 'ema_update', 'EMA', 'FixedValidationDraws',
+           'LossParts', 'ema_state_dict', 'SelectBest', 'Checkpoint', 'load_checkpoint', 'lr_schedule_cbs',
+           'ldm_epochs', 'resolve_precision', 'Autocast', 'precision_cbs', 'ldm_learner', 'train_ldm', 'load_ldm',
+           'toy_ldm_data', 'ehr_reliance', 'gen_method', 'tweedie_steps', 'tweedie_draw', 'generate_z1',
+           'choose_tweedie_t', 'save_z1', 'load_z1']
 
 # %% ../nbs/10_ldm.ipynb #2414904b
 def sq_err(eps:torch.Tensor, eps_hat:torch.Tensor)->torch.Tensor:
@@ -156,18 +158,26 @@ class LambdaRamp(Callback):
             self.learn.loss_func.lambda1 = lambda_ramp(self.epoch, self.iter, self.n_iter, self.n_epoch, self.reference)
     def before_validate(self): self.learn.loss_func.lambda1 = 1.0
 
+def bare_model(learn)->nn.Module:
+    "The learner's model itself, also while a `DistributedDataParallel` wraps it (its `.module`)"
+    m = learn.model
+    return getattr(m, 'module', m)
+
+def ema_update(shadow:list, params:list, decay:float):
+    "shadow ← decay·shadow + (1−decay)·param for every pair, as one fused `_foreach_lerp_` (not a loop of small kernels)"
+    with torch.no_grad(): torch._foreach_lerp_(shadow, [p.detach() for p in params], 1 - decay)
+
 class EMA(Callback):
     "Exponential moving average of the UNet (decay min(d, (1+n)/(10+n)), as LitEma); validation runs on the EMA weights"
     order = 60
     def __init__(self, decay:float=0.9999): self.decay, self.n, self.shadow, self.backup = decay, 0, None, None
-    def _params(self): return dict(self.learn.model.unet.named_parameters())
+    def _params(self): return dict(bare_model(self.learn).unet.named_parameters())
     def before_fit(self):
         if self.shadow is None: self.shadow = {k: p.detach().clone() for k, p in self._params().items()}
     def after_step(self):
         self.n += 1
-        d = min(self.decay, (1 + self.n) / (10 + self.n))
-        with torch.no_grad():
-            for k, p in self._params().items(): self.shadow[k].lerp_(p.detach(), 1 - d)
+        ps = self._params()
+        ema_update([self.shadow[k] for k in ps], list(ps.values()), min(self.decay, (1 + self.n) / (10 + self.n)))
     def swap_in(self):
         "Put the EMA weights into the UNet (keeping the trained ones aside)"
         ps = self._params(); self.backup = {k: p.detach().clone() for k, p in ps.items()}
@@ -186,8 +196,8 @@ class FixedValidationDraws(Callback):
     "Validation draws t and ε from a generator reset every epoch, so validation losses compare across epochs"
     order = 4
     def __init__(self, seed:int=0): self.seed = seed
-    def before_validate(self): self.learn.model.gen = torch.Generator().manual_seed(self.seed)
-    def after_validate(self): self.learn.model.gen = None
+    def before_validate(self): bare_model(self.learn).gen = torch.Generator().manual_seed(self.seed)
+    def after_validate(self): bare_model(self.learn).gen = None
 
 class LossParts(Metric):
     "Average of one loss component over the validation set (eps_mse, contrastive, aux_bce)"
@@ -222,7 +232,7 @@ def _monitor_value(learn, monitor:str)->float:
 
 def ema_state_dict(learn)->dict:
     "The model's state_dict with the EMA UNet in place of the trained one"
-    sd = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+    sd = {k: v.detach().clone() for k, v in bare_model(learn).state_dict().items()}
     ema = next((c for c in learn.cbs if isinstance(c, EMA)), None)
     if ema is not None and ema.shadow:
         for k, v in ema.shadow.items(): sd[f'unet.{k}'] = v.clone()
@@ -237,7 +247,8 @@ class SelectBest(Callback):
         v = _monitor_value(self.learn, self.monitor)
         if v < self.best:
             self.best = v
-            atomic_torch_save(dict(state_dict=ema_state_dict(self.learn), config=self.learn.model.cfg.to_dict(),
+            if rank_distrib(): return                        # data-parallel: one process (rank 0) writes
+            atomic_torch_save(dict(state_dict=ema_state_dict(self.learn), config=bare_model(self.learn).cfg.to_dict(),
                                    epoch=self.epoch, monitor=self.monitor, value=v), self.path)
 
 class Checkpoint(Callback):
@@ -248,9 +259,10 @@ class Checkpoint(Callback):
         if _skipped(self.learn): return
         ema = next((c for c in self.learn.cbs if isinstance(c, EMA)), None)
         sel = next((c for c in self.learn.cbs if isinstance(c, SelectBest)), None)
-        atomic_torch_save(dict(model=self.learn.model.state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch,
-                               ema=ema.state_dict() if ema else None, best=sel.best if sel else None,
-                               rng=_rng_state(self.learn), config=self.learn.model.cfg.to_dict()), self.path)
+        if not rank_distrib():                                # data-parallel: one process (rank 0) writes
+            atomic_torch_save(dict(model=bare_model(self.learn).state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch,
+                                   ema=ema.state_dict() if ema else None, best=sel.best if sel else None,
+                                   rng=_rng_state(self.learn), config=bare_model(self.learn).cfg.to_dict()), self.path)
         if self.stop_after is not None and self.epoch + 1 >= self.stop_after: raise CancelFitException()
 
 def load_checkpoint(learn, path)->int:
@@ -259,8 +271,8 @@ def load_checkpoint(learn, path)->int:
     except Exception as e:
         raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: truncated, or not this project's): "
                          "delete it, or rerun the stage with --force") from None
-    if ck['config'] != learn.model.cfg.to_dict(): raise ValueError(f"checkpoint {path} was made with another config")
-    learn.model.load_state_dict(ck['model'])
+    if ck['config'] != bare_model(learn).cfg.to_dict(): raise ValueError(f"checkpoint {path} was made with another config")
+    bare_model(learn).load_state_dict(ck['model'])
     learn.create_opt(); learn.opt.load_state_dict(ck['opt'])
     ema = next((c for c in learn.cbs if isinstance(c, EMA)), None)
     if ema and ck['ema']: ema.load_state_dict(ck['ema'])
@@ -290,6 +302,45 @@ def ldm_epochs(cfg:Config, n_batches:int)->int:
     if n_batches < 1: raise ValueError("the training loader has no batch")
     return math.ceil(cfg.ldm.steps / n_batches)
 
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+
+def resolve_precision(precision:str, device=None)->str:
+    "The arithmetic `precision` stands for on `device`: 'auto' = bf16 on a CUDA device that has it, else fp16 on CUDA; fp32 on CPU"
+    if precision not in PRECISIONS: raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    dev = torch.device(device if device is not None else 'cpu')
+    if precision == 'auto':
+        if dev.type != 'cuda': return 'fp32'
+        return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    if precision == 'fp16' and dev.type != 'cuda':
+        raise ValueError("fp16 training needs a CUDA device (it scales the loss); on the CPU use 'bf16' or 'fp32'")
+    return precision
+
+def _float32(pred):
+    if isinstance(pred, dict): return {k: _float32(v) for k, v in pred.items()}
+    return pred.float() if isinstance(pred, torch.Tensor) and pred.is_floating_point() else pred
+
+class Autocast(Callback):
+    """bf16 autocast of the forward pass and the loss, on the CPU or CUDA; gradients, the optimizer and the EMA stay fp32
+    (fastai's `MixedPrecision` autocasts on CUDA only; bf16 has fp32's range, so no loss scaling)"""
+    order = 10
+    def __init__(self, device_type:str='cpu'): self.device_type, self.ctx = device_type, None
+    def before_batch(self):
+        self.ctx = torch.autocast(self.device_type, dtype=torch.bfloat16); self.ctx.__enter__()
+    def after_pred(self): self.learn.pred = _float32(self.pred)
+    def _exit(self):
+        if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
+    def after_loss(self): self._exit()
+    def after_cancel_batch(self): self._exit()
+
+def precision_cbs(precision:str, device=None)->list:
+    "The callbacks that train in `precision` on `device` (`resolve_precision`): none for fp32"
+    p = resolve_precision(precision, device)
+    if p == 'bf16': return [Autocast(torch.device(device if device is not None else 'cpu').type)]
+    if p == 'fp16':
+        from fastai.callback.fp16 import MixedPrecision
+        return [MixedPrecision()]
+    return []
+
 def ldm_learner(dls, cfg:Config, workdir=None, cbs=None)->Learner:
     "A fastai Learner for the contrastive LDM"
     from fastai.optimizer import OptimWrapper
@@ -302,8 +353,8 @@ def ldm_learner(dls, cfg:Config, workdir=None, cbs=None)->Learner:
               ([LossParts('aux_bce')] if cfg.ldm.use_aux else [])
     learn = Learner(dls, model, loss_func=LDMLoss(cfg, model.schedule), opt_func=opt, splitter=splitter, lr=cfg.ldm.lr,
                     metrics=metrics, path=workdir or '.', model_dir='.',
-                    cbs=[LambdaRamp(cfg.refcode.epoch_ramp), EMA(cfg.ldm.ema_decay), FixedValidationDraws(cfg.ldm.seed)] + lr_schedule_cbs(cfg) + (cbs or []))
-    if dls.device is not None and torch.device(dls.device).type == 'cuda': learn.to_fp16()
+                    cbs=[LambdaRamp(cfg.refcode.epoch_ramp), EMA(cfg.ldm.ema_decay), FixedValidationDraws(cfg.ldm.seed)]
+                        + lr_schedule_cbs(cfg) + precision_cbs(cfg.ldm.precision, dls.device) + (cbs or []))
     return learn
 
 def train_ldm(dls, cfg:Config, workdir, n_epochs:int|None=None, stop_after:int|None=None, progress:bool=True)->Learner:
