@@ -4,21 +4,23 @@
 
 # %% ../nbs/12a_pipeline.ipynb #5279d76d
 from __future__ import annotations
-import os, json, time, math, hashlib, shutil
+import os, json, time, math, hashlib, shutil, contextlib
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from .core import *
+from .distributed import is_distributed, is_main, run_on_main, barrier, init_distributed, broadcast_object
 from . import mimic, ehr as ehrmod, cohort as co, data, vae as vaemod, ldm as ldmmod, predict, evaluate, baselines
 from . import genquality as genq
 
 # %% auto #0
 __all__ = ['EVAL_TEST_PAIRS', 'TWEEDIE_VAL_PAIRS', 'DEMO_VARIANTS', 'LDM_ABLATIONS', 'BASELINE_VARIANTS', 'FULL_VARIANTS',
-           'CASE_VARIABLES', 'RESUMABLE', 'layout', 'prepare_cohort', 'load_cohort', 'cohort_outputs',
-           'train_vae_stage', 'encode_oracle', 'oracle_latents', 'scored_test_pairs', 'train_ldm_stage',
-           'train_gan_stage', 'predict_stage', 'oracle_figure', 'ehr_trajectory', 'real_films', 'evaluate_stage',
-           'stage_key', 'reset_stale', 'effective_config', 'pipeline_stages', 'run_pipeline']
+           'CASE_VARIABLES', 'RESUMABLE', 'DATA_PARALLEL_STAGES', 'layout', 'prepare_cohort', 'load_cohort',
+           'cohort_outputs', 'train_vae_stage', 'encode_oracle', 'oracle_latents', 'scored_test_pairs',
+           'train_ldm_stage', 'train_gan_stage', 'predict_stage', 'oracle_figure', 'ehr_trajectory', 'real_films',
+           'evaluate_stage', 'stage_key', 'reset_stale', 'effective_config', 'pipeline_stages', 'launched_stage',
+           'run_pipeline']
 
 # %% ../nbs/12a_pipeline.ipynb #9f60397c
 def layout(workdir)->dict:
@@ -150,6 +152,7 @@ def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
                         num_workers=num_workers, device=dev, seed=cfg.ldm.seed, n_inp=4)
     t0 = time.time()
     ldmmod.train_ldm(dls, cfg, out, progress=progress)
+    barrier()                                            # launched: ldm.pth, written by the main process, is final
     n_ep = ldmmod.ldm_epochs(cfg, len(dls.train))
     log(f"[ldm] trained {n_ep} epochs ({n_ep * len(dls.train)} steps) on {len(dls.train.dataset)} pairs in {time.time()-t0:.0f}s")
     model = ldmmod.load_ldm(out/'ldm.pth', device=dev)
@@ -160,25 +163,29 @@ def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
         if len(val) == 0: raise ValueError("ldm.gen_method 'tweedie' chooses its noise level on validation pairs, and there are none")
         vdl = torch.utils.data.DataLoader(data.LDMDataset(val, lat, t['ehr_ldm']), batch_size=256, shuffle=False, collate_fn=data.collate_ldm)
         gkw['tweedie_t'], tab = ldmmod.choose_tweedie_t(model, vdl, cfg, seed=cfg.ldm.seed, device=dev)
-        with atomic_path(out/'tweedie_t.csv') as tmp: tab.to_csv(tmp, index=False)
+        if is_main():
+            with atomic_path(out/'tweedie_t.csv') as tmp: tab.to_csv(tmp, index=False)
         log(f"[ldm] posterior mean at t = {gkw['tweedie_t']} (validation pairs, MSE to x1 by t: " +
             ', '.join(f"{r.t}: {r.mse:.3f}" for r in tab.itertuples()) + f"; copying x0: {tab.mse_copy_z0.iloc[0]:.3f})")
     pred = t['pred'][t['pred'].dicom_id.isin(lat.row)]
     gen = data.GenerationDataset(pred, lat, t['ehr_gen'])
     dl = torch.utils.data.DataLoader(gen, batch_size=256, shuffle=False, collate_fn=data.collate_generation)
     z1 = ldmmod.generate_z1(model, dl, pred.sample_id.tolist(), cfg, **gkw)
-    ldmmod.save_z1(out/'z1.npz', z1)
+    if is_main(): ldmmod.save_z1(out/'z1.npz', z1)
     test = scored_test_pairs(pairs)
     rdl = torch.utils.data.DataLoader(data.LDMDataset(test, lat, t['ehr_ldm']), batch_size=256, shuffle=False, collate_fn=data.collate_ldm)
     T = cfg.diffusion.timesteps                          # t = 20, 100, 300, 500 of 1000 (the same fractions of a shorter schedule)
     rel = ldmmod.ehr_reliance(model, rdl, ts=[max(1, round(f * T)) for f in (0.02, 0.1, 0.3, 0.5)], seed=cfg.ldm.seed, device=dev)
-    with atomic_path(out/'reliance.csv') as tmp: rel.to_csv(tmp, index=False)
+    if is_main():
+        with atomic_path(out/'reliance.csv') as tmp: rel.to_csv(tmp, index=False)
     log(f"[ldm] EHR reliance (ε-MSE another patient's − own ± SE): " +
         ', '.join(f"t={r.t}: {r.diff:+.4f} ± {r.se:.4f}" for r in rel.itertuples()))
     tp = pd.DataFrame({'sample_id': test.sample_id, 'dicom_id': test.x0_dicom_id})
     dl = torch.utils.data.DataLoader(data.GenerationDataset(tp, lat, t['ehr_ldm']), batch_size=256, shuffle=False,
                                      collate_fn=data.collate_generation)
-    ldmmod.save_z1(out/'z1_test_pairs.npz', ldmmod.generate_z1(model, dl, tp.sample_id.tolist(), cfg, **gkw))
+    z1_tp = ldmmod.generate_z1(model, dl, tp.sample_id.tolist(), cfg, **gkw)
+    if is_main(): ldmmod.save_z1(out/'z1_test_pairs.npz', z1_tp)
+    barrier()
     log(f"[ldm] generated ẑ1 for {len(z1)} prediction samples and {len(tp)} test pairs")
     return dict(z1=out/'z1.npz', z1_test_pairs=out/'z1_test_pairs.npz', reliance=out/'reliance.csv')
 
@@ -393,7 +400,7 @@ def reset_stale(folder, key:str, leftovers, force:bool=False, log=print)->list:
 def _guard(stage:str, fn, folder, conf:dict, inputs:dict, force:bool, log):
     "`fn` preceded by `reset_stale` of the stage's resumable leftovers"
     def run():
-        reset_stale(folder, stage_key(conf, inputs), RESUMABLE['ldm' if stage in LDM_ABLATIONS else stage], force, log)
+        run_on_main(reset_stale, folder, stage_key(conf, inputs), RESUMABLE['ldm' if stage in LDM_ABLATIONS else stage], force, log)
         return fn()
     return run
 
@@ -416,6 +423,7 @@ def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=
     decoding images, `memory_limit` for DuckDB in the extraction (e.g. '4GB'; beyond it DuckDB spills to disk)"""
     p = layout(workdir)
     if n_jobs is None: n_jobs = 1 if get_device(device).type == 'cuda' else min(os.cpu_count() or 1, 4)
+    if is_distributed(): n_jobs = 1                                # launched: the processes train each run together
     synthetic = mimic_dir is None
     cfg = effective_config(cfg, synthetic)
     memory_limit = mimic.check_memory_limit(memory_limit)          # a bad value fails before any stage runs
@@ -479,17 +487,45 @@ def _peak_rss_mb()->float:
     r = [resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return max(r) / 1024
 
+DATA_PARALLEL_STAGES = ('vae', 'predict')   # launched: these run on every process (their training is data-parallel);
+                                            # every other stage runs on the main process while the others wait
+                                            # ('ldm' and the LDM ablations join once train_ldm fits inside data_parallel)
+
+def launched_stage(workdir, name, fn, config, inputs, outputs, force=False, log=print)->bool:
+    "`run_stage` in a launch: the main process checks and records the manifest; `fn` runs on every process for a data-parallel stage, on the main one otherwise"
+    if name not in DATA_PARALLEL_STAGES: return run_on_main(run_stage, workdir, name, fn, config, inputs, outputs, force=force, log=log)
+    todo = run_on_main(lambda: force or not Manifest.done(workdir, name, config, inputs, outputs))
+    if not todo: log(f"[{name}] up to date, skipped"); return False
+    run_on_main(clean_tmp, workdir)
+    t0 = time.time(); fn(); barrier()
+    def record():
+        missing = [k for k, v in outputs.items() if not Path(v).exists()]
+        if missing: raise RuntimeError(f"stage {name!r} finished without writing {missing}")
+        Manifest.build(name, config, inputs, outputs, time.time() - t0).save(workdir)
+        log(f"[{name}] done in {time.time()-t0:.1f}s")
+    run_on_main(record)
+    return True
+
 def run_pipeline(workdir, cfg:Config, only:list|None=None, force:bool=False, log=print, **kw)->dict:
-    "Run (or skip, when up to date) the stages in order; returns seconds per stage, total and peak memory"
+    "Run (or skip, when up to date) the stages in order; returns seconds per stage, total and peak memory. Launched on several processes: see `launched_stage`"
     workdir = Path(workdir)
-    with workdir_lock(workdir):                     # one run per work directory (a second one fails at once)
-        atomic_save_json(workdir/'config.json', effective_config(cfg, kw.get('mimic_dir') is None).to_dict())
+    launched = init_distributed()
+    if not is_main(): log = lambda *a, **k: None
+    with contextlib.ExitStack() as st:
+        err = None
+        if is_main():                              # one run per work directory (a second one fails at once)
+            try: st.enter_context(workdir_lock(workdir))
+            except Exception as e: err = e
+        if launched and not broadcast_object(err is None) and err is None:
+            raise WorkdirBusy(f"the main process could not take the lock of {workdir}")
+        if err is not None: raise err
+        if is_main(): atomic_save_json(workdir/'config.json', effective_config(cfg, kw.get('mimic_dir') is None).to_dict())
         times, t_all = {}, time.time()
         for name, fn, conf, inputs, outputs in pipeline_stages(workdir, cfg, force=force, log=log, **kw):
             if only and name not in only: continue
             t0 = time.time()
             log(f"[{name}] ...")
-            run_stage(workdir, name, fn, conf, inputs, outputs, force=force, log=log)
+            (launched_stage if launched else run_stage)(workdir, name, fn, conf, inputs, outputs, force=force, log=log)
             times[name] = round(time.time() - t0, 1)
     times['total'] = round(time.time() - t_all, 1)
     times['peak_mb'] = round(_peak_rss_mb())

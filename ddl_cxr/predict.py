@@ -24,6 +24,7 @@ from fastai.optimizer import OptimWrapper
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from .core import *
+from .distributed import data_parallel, is_distributed, is_main, rank, barrier
 from .data import PredDataset, IMAGENET_MEAN, IMAGENET_STD
 from .cohort import ImageCache, SPLITS
 from .ehr_encoder import EHREncoder
@@ -273,11 +274,12 @@ def auroc(y, p)->float:
     return _macro(roc_auc_score, y, p)
 
 class BinaryScore(Metric):
-    "A fastai metric: `fn(y, sigmoid(logits))` over the whole validation set"
+    "A fastai metric: `fn(y, sigmoid(logits))` over the whole validation set (of every process, in a data-parallel launch)"
     def __init__(self, fn, name:str): self.fn, self._name = fn, name
     def reset(self): self.ys, self.ps = [], []
     def accumulate(self, learn):
-        self.ps.append(torch.sigmoid(learn.pred.detach().float()).cpu()); self.ys.append(learn.y.detach().cpu())
+        p, y = learn.to_detach((learn.pred.detach().float(), learn.y.detach()))   # gathered from every process when launched
+        self.ps.append(torch.sigmoid(p)); self.ys.append(y)
     @property
     def value(self): return self.fn(torch.cat(self.ys).numpy(), torch.cat(self.ps).numpy()) if self.ys else None
     @property
@@ -401,7 +403,8 @@ class X0Prep(Callback):
         x0 = self.learn.xb[1]
         if x0.numel() == 0 or x0.ndim != 3: return      # no films (Uni-EHR) or already prepared
         aug = self.training and self.augment
-        g = torch.Generator().manual_seed(stable_seed(self.seed, 'x0', self.epoch, self.iter)) if aug else None
+        own = (rank(),) if is_distributed() else ()       # launched: every process augments its share differently
+        g = torch.Generator().manual_seed(stable_seed(self.seed, 'x0', self.epoch, self.iter, *own)) if aug else None
         self.learn.xb = (self.xb[0], prep_x0(x0, self.size, g, aug), *self.xb[2:])
 
 # %% ../nbs/11_predict.ipynb #84643ca1
@@ -442,7 +445,7 @@ def train_predictor(model:nn.Module,        # a `FusionPredictor`
                     quiet:bool=True,        # no progress bars, no epoch table
                     cbs=None                # extra callbacks
                    )->tuple[Learner, dict]: # (learner with the best epoch restored, summary)
-    "Fit with AdamW + per-epoch cosine; early stopping on `pc.monitor` (validation AUPRC in the paper); the best epoch restored"
+    "Fit with AdamW + per-epoch cosine; early stopping on `pc.monitor` (validation AUPRC in the paper); the best epoch restored. Data-parallel when launched on several processes"
     comp = monitor_comp(pc.monitor)
     save = _SaveBest(monitor=pc.monitor, comp=comp, fname='best')
     stop = _EarlyStop(monitor=pc.monitor, comp=comp, patience=pc.patience)
@@ -452,6 +455,7 @@ def train_predictor(model:nn.Module,        # a `FusionPredictor`
     t0 = time.time()
     with contextlib.ExitStack() as st:
         if quiet: st.enter_context(learn.no_bar()); st.enter_context(learn.no_logging())
+        st.enter_context(data_parallel(learn))         # a no-op in one process
         learn.fit(pc.epochs)
     names = list(learn.recorder.metric_names[1:1 + len(learn.recorder.values[0])])
     hist = pd.DataFrame([list(map(float, v)) for v in learn.recorder.values], columns=names)
@@ -720,7 +724,7 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
                     n_jobs:int=1,               # runs trained at once in worker processes (≤ 0: one per core); 1 = here
                     threads_per_job:int=1,      # torch threads of each worker process
                     log=print)->pd.DataFrame:
-    "Train every variant × task × seed (in `n_jobs` processes), and their linear readouts; write per-sample validation and test predictions (long format); resumable"
+    "Train every variant × task × seed (in `n_jobs` processes), and their linear readouts; write per-sample validation and test predictions (long format); resumable. Launched on several processes: each run trains data-parallel, the main process fits the readouts and writes"
     pred = tables['pred'] if isinstance(tables, Mapping) else tables
     z1_sources = dict(z1_sources or {})
     variants = [resolve_variant(v, z1_sources) for v in dict.fromkeys(variants or default_variants(z1_sources))]
@@ -737,7 +741,12 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
     if readouts and any(v.x0 and v.arch == 'fusion' for v in variants):
         latents = by_sample_id(latents, pred.dicom_id.tolist(), 'latents (z0 of the films)', 'encode every cached film with the VAE (06_vae)')
     workdir = Path(workdir); runs = workdir/'runs'; runs.mkdir(parents=True, exist_ok=True)
-    clean_tmp(workdir)
+    if is_distributed():                           # launched: one run at a time, trained by all processes together
+        n_jobs, main = 1, is_main()
+        if not main: log = lambda *a, **k: None
+        barrier()                                  # every process sees the same finished runs before choosing the jobs
+    else: main = True
+    if main: clean_tmp(workdir)
     h, files, jobs = _cfg_hash(cfg), [], []
     for v in variants:
         for task in tasks:
@@ -757,6 +766,7 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
             if all((runs/f'{k}.parquet').exists() and (runs/f'{k}.json').exists() and
                    json.loads((runs/f'{k}.json').read_text()).get('config_hash') == rh for k in keys):
                 log(f"[predict] {readout_name(v.name)}__{task}: done, skipped"); continue
+            if not main: continue                  # cheap and deterministic: the main process alone fits them
             preds, info = run_readout(pred, ehr, latents, v, task, seeds, z1s[v.name])
             for k, s in zip(keys, seeds):
                 atomic_save_json(runs/f'{k}.json', dict(info, seed=s, config_hash=rh))
@@ -765,6 +775,8 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
                 f"val AUROC {info['valid_auroc']:.3f}, {info['seconds']:.1f}s")
 
     def finish(key, preds, info):                  # results are written here, in this process, as each run ends
+        if is_distributed(): barrier()             # launched: every process is done with the run's checkpoint
+        if not main: return
         info['config_hash'] = h
         atomic_save_json(runs/f'{key}.json', info)
         with atomic_path(runs/f'{key}.parquet') as tmp: preds.to_parquet(tmp, index=False)
@@ -793,6 +805,9 @@ def run_predictions(tables,                     # the cohort dict (uses tables['
                 for l in lines: log(f"[predict] {key}: {l}")
                 finish(key, preds, info)
         finally: ex.shutdown(wait=True, cancel_futures=True)   # on an error: no new runs start
+    barrier()                                      # launched: the main process has written every run
     df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    with atomic_path(workdir/'predictions.parquet') as tmp: df.to_parquet(tmp, index=False)
+    if main:
+        with atomic_path(workdir/'predictions.parquet') as tmp: df.to_parquet(tmp, index=False)
+    barrier()
     return df

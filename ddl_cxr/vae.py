@@ -22,6 +22,8 @@ from fastai.optimizer import Adam
 from .cohort import load_film
 from .core import (Config, get_config, CHEXPERT_LABELS, seed_everything, atomic_path, atomic_torch_save,
                           get_device)
+from .distributed import (data_parallel, unwrap, average_gradients, is_main, is_distributed, rank_seed, barrier,
+                                 gather_objects, shard_bounds, rank, world_size)
 
 # %% auto #0
 __all__ = ['LOGVAR_RANGE', 'PERCEPTUAL_KINDS', 'CKPT_FORMAT', 'ResnetBlock', 'AttnBlock', 'Downsample', 'Upsample', 'Encoder',
@@ -430,7 +432,7 @@ class VAEGANCallback(Callback):
     def __init__(self, cfg:Config):
         self.cfg, self.disc_opt, self.history = cfg, None, []
     def before_fit(self):
-        m = self.learn.model
+        m = unwrap(self.learn.model)
         if self.learn.loss_func.perceptual is not None: self.learn.loss_func.perceptual.to(self.dls.device)
         if m.disc is not None and self.disc_opt is None:
             self.disc_opt = torch.optim.Adam(m.disc.parameters(), lr=self.cfg.vae.lr, betas=tuple(self.cfg.vae.betas))
@@ -439,11 +441,13 @@ class VAEGANCallback(Callback):
         self.learn.loss_func.step = self.train_iter
     def after_step(self):
         rec = dict(self.learn.loss_func.parts, step=self.train_iter, epoch=self.epoch)
-        disc = self.learn.model.disc
+        disc = unwrap(self.learn.model).disc
         if disc is not None and self.train_iter >= self.cfg.vae.disc_start:
             self.disc_opt.zero_grad(set_to_none=True)
             d_loss = hinge_d_loss(disc(self.x), disc(self.pred[0].detach()))
-            d_loss.backward(); self.disc_opt.step(); self.disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            average_gradients(disc.parameters())       # launched: the discriminator steps outside DDP, so average here
+            self.disc_opt.step(); self.disc_opt.zero_grad(set_to_none=True)
             rec['d_loss'] = d_loss.item()
         self.history.append(rec)
 
@@ -461,10 +465,11 @@ def label_auroc(logits, y)->float:
     return float(np.mean([roc_auc_score(t[:, j], s[:, j]) for j in keep])) if keep else float('nan')
 
 class LabelAUROC(Metric):
-    "Φ's macro AUROC over the validation set"
+    "Φ's macro AUROC over the validation set (of every process, in a data-parallel launch)"
     def reset(self): self.s, self.t = [], []
     def accumulate(self, learn):
-        self.s.append(learn.pred[3].detach().float().cpu()); self.t.append(learn.yb[1].detach().cpu())
+        s, t = learn.to_detach((learn.pred[3].detach().float(), learn.yb[1].detach()))   # gathered when launched
+        self.s.append(s); self.t.append(t)
     @property
     def value(self):
         if not self.s or self.s[0].shape[1] == 0: return float('nan')
@@ -506,28 +511,30 @@ def load_vae(path, device='cpu', with_disc:bool=False):
     return vae, disc.to(device).eval()
 
 class SaveVAECallback(TrackerCallback):
-    "Save the checkpoint whenever `monitor` improves; restore the best VAE and discriminator after fitting"
+    "Save the checkpoint whenever `monitor` improves (the main process writes it); restore the best VAE and discriminator after fitting"
     order = TrackerCallback.order + 1
     def __init__(self, path, cfg:Config, monitor:str='rec_loss'):
         super().__init__(monitor=monitor, comp=np.less); self.path, self.cfg, self.best_epoch = Path(path), cfg, None
+    def _save(self, **extra):
+        gan = unwrap(self.learn.model); cb = getattr(self.learn, 'vaegan', None)
+        if is_main(): save_vae(self.path, gan.vae, self.cfg, gan.disc, cb.disc_opt if cb else None, epoch=self.epoch, **extra)
     def after_epoch(self):
         super().after_epoch()
-        if self.new_best:
+        if self.new_best:                              # the monitor is gathered over processes: they all agree
             names = self.recorder.metric_names[1:-1]
-            mets = {n: float(v) for n, v in zip(names, self.recorder.values[-1]) if v is not None}
-            gan = self.learn.model; cb = getattr(self.learn, 'vaegan', None)
-            save_vae(self.path, gan.vae, self.cfg, gan.disc, cb.disc_opt if cb else None, epoch=self.epoch, metrics=mets)
+            self._save(metrics={n: float(v) for n, v in zip(names, self.recorder.values[-1]) if v is not None})
             self.best_epoch = self.epoch
     def after_fit(self):
         super().after_fit()
         if self.best_epoch is None:                    # e.g. the monitor was NaN every epoch: keep the last weights
-            print(f"warning: {self.monitor} never improved; saving the last weights to {self.path}")
-            gan = self.learn.model; cb = getattr(self.learn, 'vaegan', None)
-            save_vae(self.path, gan.vae, self.cfg, gan.disc, cb.disc_opt if cb else None, epoch=self.epoch, metrics={})
-        elif self.path.exists():
-            ck = load_vae_checkpoint(self.path)
-            self.learn.model.vae.load_state_dict(ck['vae'])
-            if ck['disc'] is not None: self.learn.model.disc.load_state_dict(ck['disc'])
+            if is_main(): print(f"warning: {self.monitor} never improved; saving the last weights to {self.path}")
+            self._save(metrics={}); barrier()
+        else:
+            barrier()                                  # launched: the others read what the main process wrote
+            if self.path.exists():
+                ck, gan = load_vae_checkpoint(self.path), unwrap(self.learn.model)
+                gan.vae.load_state_dict(ck['vae'])
+                if ck['disc'] is not None: gan.disc.load_state_dict(ck['disc'])
 
 # %% ../nbs/06_vae.ipynb #5419be76
 def train_vae(dls:DataLoaders,                # batches (x (B,3,S,S) in [-1,1], y (B,14))
@@ -542,13 +549,15 @@ def train_vae(dls:DataLoaders,                # batches (x (B,3,S,S) in [-1,1], 
               log=print,
               monitor:str='rec_loss',         # validation metric that picks the checkpoint (lower is better)
               cbs=None)->Learner:
-    "Train the VAE (+ Φ, + patch GAN) with fastai; returns the Learner holding the best checkpoint's weights"
+    "Train the VAE (+ Φ, + patch GAN) with fastai; returns the Learner holding the best checkpoint's weights. Data-parallel when launched on several processes (the main process logs and writes)"
     workdir = Path(workdir); workdir.mkdir(parents=True, exist_ok=True)
+    if not is_main(): log = lambda *a, **k: None
     v = cfg.vae
     seed_everything(v.seed)
     vae, disc = build_vae(cfg), build_discriminator(cfg)
     pm = make_perceptual(perceptual, lpips_path, hub_dir, log=log)
     model = VAEGAN(vae, disc)
+    if is_distributed(): seed_everything(rank_seed(v.seed))   # launched: DDP copies rank 0's weights; each process samples its own noise
     loss = VAEGANLoss(model, cfg, pm)
     lr = lr or v.lr
     opt = partial(Adam, mom=v.betas[0], sqr_mom=v.betas[1], eps=1e-8, wd=0.0)
@@ -566,8 +575,10 @@ def train_vae(dls:DataLoaders,                # batches (x (B,3,S,S) in [-1,1], 
     learn.logger = _logger
     n_vae = sum(p.numel() for p in vae.parameters())
     log(f"VAE {n_vae/1e6:.2f} M params, latent {vae.latent_shape}, lr {lr:.3g}, disc_start {v.disc_start}, "
-        f"{epochs or v.epochs} epochs × {len(dls.train)} batches")
-    learn.fit(epochs or v.epochs, lr)
+        f"{epochs or v.epochs} epochs × {-(-len(dls.train) // world_size())} batches" + (f" on each of {world_size()} processes" if is_distributed() else ""))
+    if is_distributed():   # DDP syncs the VAE; D is used outside the VAE's forward and steps on its own (VAEGANCallback)
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, [f'disc.{k}' for k in disc.state_dict()])
+    with data_parallel(learn): learn.fit(epochs or v.epochs, lr)
     learn.vae_checkpoint = workdir / 'vae.pth'
     return learn
 
@@ -594,7 +605,7 @@ def plot_vae_curves(learn:Learner, figsize=(10, 2.6)):
 # %% ../nbs/06_vae.ipynb #fcd8b0cc
 @torch.no_grad()
 def encode_latents(vae:KLAutoencoder, images, ids, out_path, batch_size:int=64, device=None)->Path:
-    "Encode every image; write ids, posterior mean and logvar to `out_path` (.npz) atomically"
+    "Encode every image; write ids, posterior mean and logvar to `out_path` (.npz) atomically. Launched: each process encodes its share (whole batches), the main process writes the file"
     ids = np.asarray(list(ids))
     if ids.dtype == object: ids = ids.astype(str)
     n = len(images)
@@ -608,18 +619,25 @@ def encode_latents(vae:KLAutoencoder, images, ids, out_path, batch_size:int=64, 
         if images.ndim != 3 or images.dtype != np.uint8:
             raise ValueError(f"images must be uint8 (N,H,W), got {images.dtype} {images.shape}")
         if images.shape[1:] != (S, S): raise ValueError(f"images are {images.shape[1:]}, the VAE expects ({S}, {S})")
-        batches = (films_to_input(np.asarray(images[i:i + batch_size])) for i in range(0, n, batch_size))
+    lo, hi = shard_bounds(n, rank(), world_size(), batch_size)   # [0, n) in one process
+    if isinstance(images, np.ndarray):
+        batches = (films_to_input(np.asarray(images[i:min(i + batch_size, hi)])) for i in range(lo, hi, batch_size))
     else:
-        batches = (b[0] for b in torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False))
+        part = torch.utils.data.Subset(images, range(lo, hi)) if (lo, hi) != (0, n) else images
+        batches = (b[0] for b in torch.utils.data.DataLoader(part, batch_size=batch_size, shuffle=False))
     means, logvars = [], []
     for xb in batches:
         mu, lv = vae.encode(xb.to(device).float())
         means.append(mu.float().cpu()); logvars.append(lv.float().cpu())
     vae.train(was_training)
-    mean, logvar = torch.cat(means).numpy(), torch.cat(logvars).numpy()
+    cat = lambda ts: torch.cat(ts).numpy() if ts else np.zeros((0, *vae.latent_shape), np.float32)
+    parts = gather_objects((cat(means), cat(logvars)))            # [ours] in one process, None off the main one
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        with open(tmp, 'wb') as f: np.savez(f, ids=ids, mean=mean, logvar=logvar, image_size=np.int64(S))
+    if parts is not None:
+        mean, logvar = (np.concatenate([p[j] for p in parts]) for j in (0, 1))
+        with atomic_path(out_path) as tmp:
+            with open(tmp, 'wb') as f: np.savez(f, ids=ids, mean=mean, logvar=logvar, image_size=np.int64(S))
+    barrier()                                                     # launched: the file exists for everyone on return
     return out_path
 
 def load_latents(path)->tuple[np.ndarray, torch.Tensor, torch.Tensor]:
