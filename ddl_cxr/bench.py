@@ -13,15 +13,16 @@ from .core import Config, get_config, update_config, CHEXPERT_LABELS
 from .unet import UNet, latent_shape
 from .diffusion import Schedule, q_sample, ddim_sample, dpmpp_2m_sample
 from .vae import build_vae, posterior_sample
-from .ldm import DDLCXR, LDMLoss, ema_update, perturb_context
+from .ldm import DDLCXR, LDMLoss, ema_update, perturb_context, tweedie_draw, gen_method
 from .data import LDMDataset, collate_ldm
 from .evaluate import md_table
 
 # %% auto #0
-__all__ = ['BENCH_SHAPES', 'STEP_KINDS', 'SAMPLER_RUNS', 'BENCHES', 'machine_info', 'time_it', 'bench_config', 'bench_batch',
-           'unet_inputs', 'diffusers_unet', 'bench_unet', 'step_inputs', 'LDMStep', 'measure_step',
+__all__ = ['BENCH_SHAPES', 'STEP_KINDS', 'SAMPLER_RUNS', 'BENCHES', 'machine_info', 'time_it', 'time_interleaved', 'bench_config',
+           'bench_batch', 'unet_inputs', 'diffusers_unet', 'bench_unet', 'step_inputs', 'LDMStep', 'measure_step',
            'measure_step_child', 'bench_step', 'diffusers_ddim', 'diffusers_ddim_sample', 'bench_ddim', 'bootstrap_ci',
-           'bench_samplers', 'workdir_pairs', 'bench_ema', 'stage_times', 'run_bench', 'format_bench', 'save_bench']
+           'bench_samplers', 'workdir_pairs', 'workdir_runs', 'bench_ema', 'stage_times', 'run_bench', 'format_bench',
+           'save_bench']
 
 # %% ../nbs/12b_bench.ipynb #fc26c34f
 def machine_info(device='cpu')->dict:
@@ -48,6 +49,18 @@ def time_it(fn, repeats:int=5, warmup:int=1, device='cpu')->dict:
     for _ in range(repeats):
         t0 = time.perf_counter(); fn(); _sync(device); ts.append(time.perf_counter() - t0)
     return dict(median_s=float(np.median(ts)), min_s=float(min(ts)), repeats=repeats)
+
+def time_interleaved(fns:dict, repeats:int=5, warmup:int=1, device='cpu')->dict:
+    """`time_it` for several functions whose calls alternate (a b a b ...), so a load that comes and goes on the
+    machine falls on all of them alike and their ratio stays fair; → name → dict(median_s, min_s, repeats)"""
+    if repeats < 1: raise ValueError(f"repeats must be ≥ 1, got {repeats}")
+    for _ in range(warmup):
+        for f in fns.values(): f(); _sync(device)
+    ts = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter(); f(); _sync(device); ts[k].append(time.perf_counter() - t0)
+    return {k: dict(median_s=float(np.median(v)), min_s=float(min(v)), repeats=repeats) for k, v in ts.items()}
 
 # %% ../nbs/12b_bench.ipynb #21942911
 BENCH_SHAPES = ('tiny', 'quick', 'paper')
@@ -105,8 +118,8 @@ def bench_unet(shape:str='quick', batch:int|None=None, repeats:int=5, device='cp
                                  encoder_attention_mask=x['context_mask']).sample
     rows = []
     for p in precisions:
-        a = time_it(_fwd_bwd(ours, call_ours, p, device), repeats, device=device)
-        b = time_it(_fwd_bwd(theirs, call_theirs, p, device), repeats, device=device)
+        r = time_interleaved(dict(a=_fwd_bwd(ours, call_ours, p, device), b=_fwd_bwd(theirs, call_theirs, p, device)), repeats, device=device)
+        a, b = r['a'], r['b']
         rows.append(dict(shape=shape, batch=batch, precision=p, params_M=round(sum(q.numel() for q in ours.parameters()) / 1e6, 2),
                          params_M_diffusers=round(sum(q.numel() for q in theirs.parameters()) / 1e6, 2),
                          ours_s=a['median_s'], diffusers_s=b['median_s'], speedup=b['median_s'] / a['median_s']))
@@ -133,7 +146,8 @@ class LDMStep:
         torch.manual_seed(cfg.ldm.seed)
         self.model = DDLCXR(cfg).to(device).train()
         self.vae = build_vae(cfg).to(device).eval() if kind == 'reference' else None
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.ldm.lr, weight_decay=cfg.ldm.weight_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.ldm.lr, weight_decay=cfg.ldm.weight_decay,
+                                     fused=kind == 'ours')     # the reference: torch's default AdamW (a per-tensor loop on the CPU)
         self.loss = LDMLoss(cfg, self.model.schedule); self.loss.lambda1 = 1.0
         self.params = list(self.model.unet.parameters())
         self.shadow = [p.detach().clone() for p in self.params]
@@ -164,7 +178,7 @@ class LDMStep:
         else:
             with torch.no_grad():
                 for s, p in zip(self.shadow, self.params): s.sub_((1 - d) * (s - p))      # LitEma's update
-        self.last_loss = float(loss)
+        self.last_loss = loss.item()
 
 # %% ../nbs/12b_bench.ipynb #f9783f4f
 def _peak_mb_cuda(device)->float: return torch.cuda.max_memory_allocated(device) / 2**20
@@ -227,7 +241,7 @@ def _conditioned_unet(cfg, batch, device, seed=0):
     "A UNet with non-zero output (its zero-init output layer re-drawn) and fixed conditions: a `model_fn(z_t, t)`"
     torch.manual_seed(seed)
     unet = UNet(cfg.unet, latent_shape(cfg)[0], cfg.encoder.d_model).to(device).eval()
-    torch.nn.init.normal_(unet.out[-1].weight, std=0.02)
+    torch.nn.init.normal_(unet.out[-1].weight, std=1e-3)
     x = unet_inputs(cfg, batch, device=device, seed=seed)
     return lambda z_t, t: unet(z_t, t, x['z0'], x['context'], x['context_mask'])
 
@@ -241,8 +255,9 @@ def bench_ddim(shape:str='quick', batch:int=16, steps:int|None=None, repeats:int
     a0 = ddim_sample(fn, sch, tuple(x_T.shape), steps=steps, eta=0.0, x_T=x_T)
     b0 = diffusers_ddim_sample(dsch, fn, x_T, eta=0.0)
     g = lambda: torch.Generator(device=device).manual_seed(2)
-    a = time_it(lambda: ddim_sample(fn, sch, tuple(x_T.shape), steps=steps, eta=1.0, x_T=x_T, generator=g()), repeats, device=device)
-    b = time_it(lambda: diffusers_ddim_sample(dsch, fn, x_T, eta=1.0, generator=g()), repeats, device=device)
+    r = time_interleaved(dict(a=lambda: ddim_sample(fn, sch, tuple(x_T.shape), steps=steps, eta=1.0, x_T=x_T, generator=g()),
+                              b=lambda: diffusers_ddim_sample(dsch, fn, x_T, eta=1.0, generator=g())), repeats, device=device)
+    a, b = r['a'], r['b']
     return pd.DataFrame([dict(shape=shape, batch=batch, steps=steps, ours_s=a['median_s'], diffusers_s=b['median_s'],
                               speedup=b['median_s'] / a['median_s'], max_abs_diff_eta0=float((a0 - b0).abs().max()),
                               output_std=float(a0.std()))])
@@ -259,7 +274,8 @@ SAMPLER_RUNS = {'ddim200_eta1': ('ddim', 200, 1.0), 'ddim200_eta0': ('ddim', 200
 
 @torch.no_grad()
 def bench_samplers(model:DDLCXR, dl, runs:dict=SAMPLER_RUNS, seed:int=0, device='cpu', max_batches:int|None=None)->pd.DataFrame:
-    "Per-patient MSE to the real z1 and seconds of each sampler in `runs` (name → (sampler, steps, η)) on a loader of `collate_ldm` batches"
+    """Per-patient MSE to the real z1 and seconds of each run in `runs` on a loader of `collate_ldm` batches: name →
+    (sampler, steps, η), or ('tweedie', draws, t) for the mean of one-call posterior-mean draws (`10_ldm`)"""
     from ddl_cxr.diffusion import SAMPLERS
     from ddl_cxr.core import stable_seed
     model = model.eval().to(device); sch = model.schedule.to(device)
@@ -271,9 +287,12 @@ def bench_samplers(model:DDLCXR, dl, runs:dict=SAMPLER_RUNS, seed:int=0, device=
         fn = lambda z_t, t: model.eps_model(z_t, t, z0, tok, tm)
         err['copy_z0'].append((z0 - z1).pow(2).flatten(1).mean(1).cpu())
         for name, (s, steps, eta) in runs.items():
-            gens = [torch.Generator(device=device).manual_seed(stable_seed(seed, bi, j)) for j in range(len(z0))]
+            gens = lambda k=0: [torch.Generator(device=device).manual_seed(stable_seed(seed, bi, j, k)) for j in range(len(z0))]
             t0 = time.perf_counter()
-            z = SAMPLERS[s](fn, sch, tuple(z0.shape), steps=steps, eta=eta, generator=gens); _sync(device)
+            if s == 'tweedie':                                # `steps` one-call draws at t = `eta`, averaged
+                z = torch.stack([tweedie_draw(model, z0, tok, tm, int(eta), gens(k)) for k in range(steps)]).mean(0)
+            else: z = SAMPLERS[s](fn, sch, tuple(z0.shape), steps=steps, eta=eta, generator=gens())
+            _sync(device)
             secs[name] += time.perf_counter() - t0
             err[name].append((z - z1).pow(2).flatten(1).mean(1).cpu())
     if not err['copy_z0']: raise ValueError("the loader gave no batch")
@@ -303,6 +322,16 @@ def workdir_pairs(workdir, n:int=256, batch_size:int=64, device='cpu')->tuple:
     dl = torch.utils.data.DataLoader(LDMDataset(test, lat, t['ehr_ldm']), batch_size=batch_size, shuffle=False, collate_fn=collate_ldm)
     return load_ldm(f, device=device), dl
 
+def workdir_runs(workdir, model:DDLCXR)->dict:
+    "`SAMPLER_RUNS`, plus the work directory's own method when it is the posterior mean (its chosen t, its number of draws)"
+    from ddl_cxr.pipeline import layout
+    runs = dict(SAMPLER_RUNS)
+    f = Path(layout(workdir)['ldm'])/'tweedie_t.csv'
+    if gen_method(model.cfg) == 'tweedie' and f.exists():
+        tab = pd.read_csv(f); t = int(tab.t[tab.mse.idxmin()]); k = model.cfg.ldm.n_gen_samples
+        runs[f'tweedie_t{t}_mean{k}'] = ('tweedie', k, t)
+    return runs
+
 # %% ../nbs/12b_bench.ipynb #6e778dc2
 @torch.no_grad()
 def bench_ema(shape:str='quick', repeats:int=5, device='cpu', decay:float=0.999)->pd.DataFrame:
@@ -312,8 +341,8 @@ def bench_ema(shape:str='quick', repeats:int=5, device='cpu', decay:float=0.999)
     s_loop, s_fused = [p + 1 for p in ps], [p + 1 for p in ps]
     def loop():
         for s, p in zip(s_loop, ps): s.sub_((1 - decay) * (s - p))
-    a = time_it(loop, repeats, device=device)
-    b = time_it(lambda: ema_update(s_fused, ps, decay), repeats, device=device)
+    r = time_interleaved(dict(a=loop, b=lambda: ema_update(s_fused, ps, decay)), repeats, device=device)
+    a, b = r['a'], r['b']
     diff = max(float((x - y).abs().max()) for x, y in zip(s_loop, s_fused))
     return pd.DataFrame([dict(shape=shape, tensors=len(ps), params_M=round(sum(p.numel() for p in ps) / 1e6, 2),
                               loop_s=a['median_s'], foreach_s=b['median_s'], speedup=a['median_s'] / b['median_s'], max_abs_diff=diff)])
@@ -344,9 +373,11 @@ def run_bench(what=('unet', 'step', 'ddim', 'ema'), shapes=('quick',), workdir=N
         if name == 'unet': df = pd.concat([bench_unet(s, repeats=repeats, device=device, precisions=precisions) for s in shapes])
         elif name == 'step': df = pd.concat([bench_step(s, precisions, repeats, device) for s in shapes])
         elif name == 'ddim': df = pd.concat([bench_ddim(s, repeats=repeats, device=device) for s in shapes if s != 'paper'] +
-                                            ([bench_ddim('paper', batch=4, steps=20, repeats=1, device=device)] if 'paper' in shapes else []))
+                                            ([bench_ddim('paper', batch=2, steps=10, repeats=1, device=device)] if 'paper' in shapes else []))
         elif name == 'ema': df = pd.concat([bench_ema(s, repeats, device) for s in shapes])
-        elif name == 'samplers': df = bench_samplers(*workdir_pairs(workdir, n_pairs, device=device), device=device)
+        elif name == 'samplers':
+            model, dl = workdir_pairs(workdir, n_pairs, device=device)
+            df = bench_samplers(model, dl, workdir_runs(workdir, model), device=device)
         else: df = stage_times(workdir)
         tables[name] = df.reset_index(drop=True)
         log(f"[bench] {name}: {time.time() - t0:.0f}s")

@@ -30,8 +30,12 @@ def _dials(n_stays=None, progression=None, film_rate=None)->dict:
     if film_rate is not None and not float(film_rate) > 0: raise ValueError(f"--film-rate must be > 0, got {film_rate}")
     return {k: v for k, v in d.items() if v is not None}
 
-def _config(profile, seed, seeds, reference_code=False, synth:dict|None=None)->Config:
+def _config(profile, seed, seeds, reference_code=False, synth:dict|None=None, precision:str|None=None)->Config:
     cfg = get_config(profile, reference_code=reference_code, seed=seed, **({'synth': synth} if synth else {}))
+    if precision:
+        from ddl_cxr.ldm import PRECISIONS
+        if precision not in PRECISIONS: raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        cfg = update_config(cfg, ldm=dict(precision=precision))
     s = _seeds(seeds)
     return update_config(cfg, pred=dict(seeds=s)) if s else cfg
 
@@ -71,15 +75,17 @@ def _run(workdir, cfg, only, force, device, full=False, **kw)->int:
     _check_upstream(workdir, cfg, only, [s[0] for s in pipeline_stages(workdir, cfg, src['mimic'], src['cxr'])])
     variants = FULL_VARIANTS if full else DEMO_VARIANTS
     if src['mimic'] is not None: variants = tuple(v for v in variants if v != 'oracle_cxr')
+    from ddl_cxr.distributed import is_main, world_size
+    say = print if is_main() else (lambda *a, **k: None)    # launched on several processes: the main one speaks
     seed_everything(cfg.seed); n_threads = set_threads()
-    print(f"ddl_cxr {__version__}: profile {cfg.profile}, work directory {Path(workdir).resolve()}, "
-          f"device {get_device(device)}, {n_threads} thread(s)")
+    say(f"ddl_cxr {__version__}: profile {cfg.profile}, work directory {Path(workdir).resolve()}, "
+        f"device {get_device(device)}, {n_threads} thread(s)" + (f", {world_size()} processes" if world_size() > 1 else ''))
     t = run_pipeline(workdir, cfg, only=only, force=force, mimic_dir=src['mimic'], cxr_dir=src['cxr'],
                      variants=variants, device=device, **kw)
-    print('stage times (s): ' + ', '.join(f"{k} {v}" for k, v in t.items() if k not in ('total', 'peak_mb')))
-    print(f"total {t['total']:.0f} s, peak memory {t['peak_mb']} MB")
+    say('stage times (s): ' + ', '.join(f"{k} {v}" for k, v in t.items() if k not in ('total', 'peak_mb')))
+    say(f"total {t['total']:.0f} s, peak memory {t['peak_mb']} MB")
     rep = Path(workdir)/'report'/'report.md'
-    if rep.exists(): print(f"report: {rep.resolve()}")
+    if rep.exists(): say(f"report: {rep.resolve()}")
     return 0
 
 # %% ../nbs/13_cli.ipynb #58da8c83
@@ -97,9 +103,10 @@ def demo(workdir:str='ddl_cxr_work',     # where every stage writes its outputs
          n_stays:int=None,               # synthetic ICU stays (default: the profile's, 6000 in quick)
          progression:float=None,         # speed of film-visible disease change (1: default world; 0: nothing changes after the last film)
          film_rate:float=None,           # how often films are taken (1: the paper's δ bins; 2: twice as often)
+         precision:str=None,             # LDM training arithmetic: auto, fp32, bf16, fp16 (default: the profile's, auto)
         ):
     "Run the whole method on a synthetic cohort: data → extraction → cohort → VAE → LDM → ẑ1 → prediction → report"
-    cfg = _config(profile, seed, seeds, reference_code, _dials(n_stays, progression, film_rate))
+    cfg = _config(profile, seed, seeds, reference_code, _dials(n_stays, progression, film_rate), precision)
     if full and not seeds: cfg = update_config(cfg, pred=dict(seeds=(0, 1, 2, 3, 4)))
     return _run(workdir, cfg, None, force, device, full, n_workers=workers, memory_limit=memory_limit)
 
@@ -135,9 +142,10 @@ def _stage_cmd(stage:str, doc:str):
     def cmd(workdir:str='ddl_cxr_work',  # work directory of `prepare` (or of a demo)
             profile:str='quick', seed:int=23,
             seeds:str=None,               # predictor seeds: a count (3) or a list (0,1,2)
-            device:str='auto', full:store_true=False, reference_code:store_true=False, force:store_true=False):
+            device:str='auto', full:store_true=False, reference_code:store_true=False, force:store_true=False,
+            precision:str=None):          # LDM training arithmetic: auto, fp32, bf16, fp16 (default: the profile's, auto)
         if not Path(workdir).exists(): raise FileNotFoundError(f"work directory {workdir} does not exist: run `ddl_cxr prepare` first")
-        return _run(workdir, _config(profile, seed, seeds, reference_code), [stage], force, device, full)
+        return _run(workdir, _config(profile, seed, seeds, reference_code, precision=precision), [stage], force, device, full)
     cmd.__doc__, cmd.__name__ = doc, stage.replace('-', '_')
     return call_parse(cmd)
 

@@ -12,22 +12,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback, CancelFitException
-from fastai.torch_core import rank_distrib
 import fastai.callback.progress  # Learner.no_bar, progress bars
 from .core import *
 from .ehr_encoder import EHREncoder
 from .unet import UNet
+from .distributed import data_parallel, is_distributed, is_main, rank_seed, unwrap, unwrap_dl, map_sharded, shard_loader
 from .diffusion import Schedule, q_sample, snr_weight, predict_z0, randn_rows, SAMPLERS
 import pandas as pd
 
 # %% auto #0
 __all__ = ['NEGATIVES', 'LR_SCHEDULES', 'PRECISIONS', 'Z1_REDUCTIONS', 'GEN_METHODS', 'sq_err', 'contrastive_norm',
            'contrastive_elementwise', 'perturb_context', 'shuffle_context', 'negative_context', 'lambda_ramp',
-           'eps_prior', 'DDLCXR', 'LDMLoss', 'LambdaRamp', 'bare_model', 'ema_update', 'EMA', 'FixedValidationDraws',
-           'LossParts', 'ema_state_dict', 'SelectBest', 'Checkpoint', 'load_checkpoint', 'lr_schedule_cbs',
-           'ldm_epochs', 'resolve_precision', 'Autocast', 'precision_cbs', 'ldm_learner', 'train_ldm', 'load_ldm',
-           'toy_ldm_data', 'ehr_reliance', 'gen_method', 'tweedie_steps', 'tweedie_draw', 'generate_z1',
-           'choose_tweedie_t', 'save_z1', 'load_z1']
+           'eps_prior', 'DDLCXR', 'LDMLoss', 'LambdaRamp', 'ema_update', 'EMA', 'FixedValidationDraws', 'LossParts',
+           'ema_state_dict', 'SelectBest', 'Checkpoint', 'load_checkpoint', 'lr_schedule_cbs', 'ldm_epochs',
+           'resolve_precision', 'Autocast', 'precision_cbs', 'ldm_learner', 'train_ldm', 'load_ldm', 'toy_ldm_data',
+           'ehr_reliance', 'gen_method', 'tweedie_steps', 'tweedie_draw', 'generate_z1', 'choose_tweedie_t', 'save_z1',
+           'load_z1']
 
 # %% ../nbs/10_ldm.ipynb #2414904b
 def sq_err(eps:torch.Tensor, eps_hat:torch.Tensor)->torch.Tensor:
@@ -158,11 +158,6 @@ class LambdaRamp(Callback):
             self.learn.loss_func.lambda1 = lambda_ramp(self.epoch, self.iter, self.n_iter, self.n_epoch, self.reference)
     def before_validate(self): self.learn.loss_func.lambda1 = 1.0
 
-def bare_model(learn)->nn.Module:
-    "The learner's model itself, also while a `DistributedDataParallel` wraps it (its `.module`)"
-    m = learn.model
-    return getattr(m, 'module', m)
-
 def ema_update(shadow:list, params:list, decay:float):
     "shadow ← decay·shadow + (1−decay)·param for every pair, as one fused `_foreach_lerp_` (not a loop of small kernels)"
     with torch.no_grad(): torch._foreach_lerp_(shadow, [p.detach() for p in params], 1 - decay)
@@ -171,7 +166,7 @@ class EMA(Callback):
     "Exponential moving average of the UNet (decay min(d, (1+n)/(10+n)), as LitEma); validation runs on the EMA weights"
     order = 60
     def __init__(self, decay:float=0.9999): self.decay, self.n, self.shadow, self.backup = decay, 0, None, None
-    def _params(self): return dict(bare_model(self.learn).unet.named_parameters())
+    def _params(self): return dict(unwrap(self.learn.model).unet.named_parameters())
     def before_fit(self):
         if self.shadow is None: self.shadow = {k: p.detach().clone() for k, p in self._params().items()}
     def after_step(self):
@@ -196,8 +191,8 @@ class FixedValidationDraws(Callback):
     "Validation draws t and ε from a generator reset every epoch, so validation losses compare across epochs"
     order = 4
     def __init__(self, seed:int=0): self.seed = seed
-    def before_validate(self): bare_model(self.learn).gen = torch.Generator().manual_seed(self.seed)
-    def after_validate(self): bare_model(self.learn).gen = None
+    def before_validate(self): unwrap(self.learn.model).gen = torch.Generator().manual_seed(self.seed)
+    def after_validate(self): unwrap(self.learn.model).gen = None
 
 class LossParts(Metric):
     "Average of one loss component over the validation set (eps_mse, contrastive, aux_bce)"
@@ -205,7 +200,7 @@ class LossParts(Metric):
     def reset(self): self.total, self.count = 0., 0
     def accumulate(self, learn):
         v = learn.loss_func.parts.get(self.part)
-        if v is not None: bs = learn.yb[0].shape[0]; self.total += float(v) * bs; self.count += bs
+        if v is not None: bs = learn.yb[0].shape[0]; self.total += float(learn.to_detach(v)) * bs; self.count += bs   # the mean over processes
     @property
     def value(self): return self.total / self.count if self.count else float('nan')
     @property
@@ -215,14 +210,16 @@ class LossParts(Metric):
 def _rng_state(learn)->dict:
     "Every random state, as tensors and plain Python values only (so the checkpoint loads with weights_only=True)"
     name, keys, pos, has_gauss, gauss = np.random.get_state()
+    dl = unwrap_dl(learn.dls.train)                      # during a data-parallel fit a DistributedDL wraps it
     return dict(torch=torch.get_rng_state(), numpy=(name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-                python=random.getstate(), dl=learn.dls.train.rng.getstate(), dl_iter=getattr(learn.dls.train, '_n_iter', 0))
+                python=random.getstate(), dl=dl.rng.getstate(), dl_iter=getattr(dl, '_n_iter', 0))
 
 def _set_rng_state(learn, s:dict):
     name, keys, pos, has_gauss, gauss = s['numpy']
     torch.set_rng_state(s['torch']); np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(s['python'])
-    learn.dls.train.rng.setstate(s['dl']); learn.dls.train._n_iter = s['dl_iter']
+    dl = unwrap_dl(learn.dls.train)
+    dl.rng.setstate(s['dl']); dl._n_iter = s['dl_iter']
 
 def _skipped(learn)->bool: return learn.epoch < getattr(learn, 'resume_from', 0)
 
@@ -232,7 +229,7 @@ def _monitor_value(learn, monitor:str)->float:
 
 def ema_state_dict(learn)->dict:
     "The model's state_dict with the EMA UNet in place of the trained one"
-    sd = {k: v.detach().clone() for k, v in bare_model(learn).state_dict().items()}
+    sd = {k: v.detach().clone() for k, v in unwrap(learn.model).state_dict().items()}
     ema = next((c for c in learn.cbs if isinstance(c, EMA)), None)
     if ema is not None and ema.shadow:
         for k, v in ema.shadow.items(): sd[f'unet.{k}'] = v.clone()
@@ -247,8 +244,8 @@ class SelectBest(Callback):
         v = _monitor_value(self.learn, self.monitor)
         if v < self.best:
             self.best = v
-            if rank_distrib(): return                        # data-parallel: one process (rank 0) writes
-            atomic_torch_save(dict(state_dict=ema_state_dict(self.learn), config=bare_model(self.learn).cfg.to_dict(),
+            if not is_main(): return                        # data-parallel: one process (rank 0) writes
+            atomic_torch_save(dict(state_dict=ema_state_dict(self.learn), config=unwrap(self.learn.model).cfg.to_dict(),
                                    epoch=self.epoch, monitor=self.monitor, value=v), self.path)
 
 class Checkpoint(Callback):
@@ -259,10 +256,10 @@ class Checkpoint(Callback):
         if _skipped(self.learn): return
         ema = next((c for c in self.learn.cbs if isinstance(c, EMA)), None)
         sel = next((c for c in self.learn.cbs if isinstance(c, SelectBest)), None)
-        if not rank_distrib():                                # data-parallel: one process (rank 0) writes
-            atomic_torch_save(dict(model=bare_model(self.learn).state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch,
+        if is_main():                                # data-parallel: one process (rank 0) writes
+            atomic_torch_save(dict(model=unwrap(self.learn.model).state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch,
                                    ema=ema.state_dict() if ema else None, best=sel.best if sel else None,
-                                   rng=_rng_state(self.learn), config=bare_model(self.learn).cfg.to_dict()), self.path)
+                                   rng=_rng_state(self.learn), config=unwrap(self.learn.model).cfg.to_dict()), self.path)
         if self.stop_after is not None and self.epoch + 1 >= self.stop_after: raise CancelFitException()
 
 def load_checkpoint(learn, path)->int:
@@ -271,8 +268,8 @@ def load_checkpoint(learn, path)->int:
     except Exception as e:
         raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: truncated, or not this project's): "
                          "delete it, or rerun the stage with --force") from None
-    if ck['config'] != bare_model(learn).cfg.to_dict(): raise ValueError(f"checkpoint {path} was made with another config")
-    bare_model(learn).load_state_dict(ck['model'])
+    if ck['config'] != unwrap(learn.model).cfg.to_dict(): raise ValueError(f"checkpoint {path} was made with another config")
+    unwrap(learn.model).load_state_dict(ck['model'])
     learn.create_opt(); learn.opt.load_state_dict(ck['opt'])
     ema = next((c for c in learn.cbs if isinstance(c, EMA)), None)
     if ema and ck['ema']: ema.load_state_dict(ck['ema'])
@@ -347,7 +344,8 @@ def ldm_learner(dls, cfg:Config, workdir=None, cbs=None)->Learner:
     seed_everything(cfg.ldm.seed)
     model = DDLCXR(cfg)
     if cfg.refcode.freeze_aux_head: model.encoder.aux_head.requires_grad_(False)
-    opt = lambda params, lr: OptimWrapper(params, torch.optim.AdamW, lr=lr, weight_decay=cfg.ldm.weight_decay)
+    if is_distributed(): seed_everything(rank_seed(cfg.ldm.seed))   # DDP starts every process from rank 0's weights; each draws its own t, ε
+    opt = lambda params, lr: OptimWrapper(params, torch.optim.AdamW, lr=lr, weight_decay=cfg.ldm.weight_decay, fused=True)
     splitter = lambda m: [[p for p in m.parameters() if p.requires_grad]]
     metrics = [LossParts('eps_mse')] + ([LossParts('contrastive')] if model.use_contrastive else []) + \
               ([LossParts('aux_bce')] if cfg.ldm.use_aux else [])
@@ -357,16 +355,20 @@ def ldm_learner(dls, cfg:Config, workdir=None, cbs=None)->Learner:
                         + lr_schedule_cbs(cfg) + precision_cbs(cfg.ldm.precision, dls.device) + (cbs or []))
     return learn
 
-def train_ldm(dls, cfg:Config, workdir, n_epochs:int|None=None, stop_after:int|None=None, progress:bool=True)->Learner:
-    "Train (or resume) the LDM in `workdir`: `ldm_last.pth` after every epoch, the selected model in `ldm.pth`"
+def train_ldm(dls, cfg:Config, workdir, n_epochs:int|None=None, stop_after:int|None=None, progress:bool=True, cbs=None)->Learner:
+    "Train (or resume) the LDM in `workdir`: `ldm_last.pth` after every epoch, the selected model in `ldm.pth`; data-parallel when launched"
     workdir = Path(workdir); workdir.mkdir(parents=True, exist_ok=True)
     n_epochs = n_epochs or ldm_epochs(cfg, len(dls.train))
     monitor = 'eps_mse' if cfg.refcode.select_ema_mse else 'valid_loss'
     last = workdir/'ldm_last.pth'
-    learn = ldm_learner(dls, cfg, workdir, cbs=[SelectBest(workdir/'ldm.pth', monitor), Checkpoint(last, stop_after)])
+    learn = ldm_learner(dls, cfg, workdir, cbs=[SelectBest(workdir/'ldm.pth', monitor), Checkpoint(last, stop_after), *(cbs or [])])
     start = load_checkpoint(learn, last) if last.exists() else 0
-    if start >= n_epochs: print(f"LDM already trained for {n_epochs} epochs ({last})"); return learn
-    with (contextlib.nullcontext() if progress else learn.no_bar()): learn.fit(n_epochs, lr=cfg.ldm.lr, start_epoch=start)
+    if is_distributed() and start: seed_everything(rank_seed(stable_seed(cfg.ldm.seed, 'resume', start)))  # the checkpoint holds rank 0's RNG
+    if start >= n_epochs:
+        if is_main(): print(f"LDM already trained for {n_epochs} epochs ({last})")
+        return learn
+    with data_parallel(learn), (contextlib.nullcontext() if progress else learn.no_bar()):
+        learn.fit(n_epochs, lr=cfg.ldm.lr, start_epoch=start)
     return learn
 
 def load_ldm(path, device='cpu')->DDLCXR:
@@ -474,6 +476,9 @@ def generate_z1(model:DDLCXR, dl, sample_ids, cfg:Config,
                 tweedie_t:int|None=None     # 'tweedie': the timestep (default: the grid `ldm.tweedie_t` when it has one value)
                )->dict:
     "ẑ1 for every sample id, in the order of the (unshuffled) loader `dl` over (z0, ehr, mask); each sample's noise is seeded by its own id"
+    if is_distributed() and not getattr(dl, 'is_shard', False):   # launched: each process its share in whole batches; all get every ẑ1
+        kw = dict(n_samples=n_samples, seed=seed, device=device, sampler=sampler, steps=steps, eta=eta, reduce=reduce, method=method, tweedie_t=tweedie_t)
+        return map_sharded(lambda ids: generate_z1(model, shard_loader(dl), ids, cfg, **kw), list(sample_ids), multiple=dl.batch_size, to_all=True)
     model = model.eval().to(device)
     sampler, steps, eta, n_samples, reduce, method = _gen_settings(cfg, sampler, steps, eta, n_samples, reduce, method)
     if method == 'tweedie' and tweedie_t is None:

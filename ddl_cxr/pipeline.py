@@ -487,9 +487,9 @@ def _peak_rss_mb()->float:
     r = [resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return max(r) / 1024
 
-DATA_PARALLEL_STAGES = ('vae', 'predict')   # launched: these run on every process (their training is data-parallel);
-                                            # every other stage runs on the main process while the others wait
-                                            # ('ldm' and the LDM ablations join once train_ldm fits inside data_parallel)
+DATA_PARALLEL_STAGES = ('vae', 'ldm', *LDM_ABLATIONS, 'predict')   # launched: these run on every process (their training
+                                            # is data-parallel, ẑ1 generation sharded); every other stage runs on the main process
+                                            # while the others wait
 
 def launched_stage(workdir, name, fn, config, inputs, outputs, force=False, log=print)->bool:
     "`run_stage` in a launch: the main process checks and records the manifest; `fn` runs on every process for a data-parallel stage, on the main one otherwise"
