@@ -4,14 +4,14 @@
 
 # %% ../nbs/12b_bench.ipynb #4195d20a
 from __future__ import annotations
-import os, sys, json, time, math, platform, subprocess, datetime
+import os, sys, json, time, platform, subprocess, datetime
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from .core import Config, get_config, update_config, CHEXPERT_LABELS
 from .unet import UNet, latent_shape
-from .diffusion import Schedule, q_sample, ddim_sample, dpmpp_2m_sample
+from .diffusion import Schedule, q_sample, ddim_sample
 from .vae import build_vae, posterior_sample
 from .ldm import DDLCXR, LDMLoss, ema_update, perturb_context, tweedie_draw, gen_method
 from .data import LDMDataset, collate_ldm

@@ -4,14 +4,13 @@
 
 # %% ../nbs/00b_distributed.ipynb #08b37245
 from __future__ import annotations
-import os, sys, socket, pickle, traceback, contextlib
+import os, socket, pickle, traceback, contextlib
 from typing import Callable, Sequence
-import numpy as np
 import torch
 import torch.distributed as dist
 from fastcore.basics import patch
 from fastai.torch_core import rank_distrib, num_distrib
-from fastai.distributed import DistributedDL, DistributedTrainer   # also adds Learner.distrib_ctx
+from fastai.distributed import DistributedDL   # importing it also adds Learner.distrib_ctx
 from .core import stable_seed
 
 # %% auto #0

@@ -13,7 +13,7 @@ At the paper's shape (the reference's UNet widths, 296.9 M parameters, 4×28×28
 
 Writes the tables as JSON (with the GPU's name, the date and the versions) and prints them as markdown.
 """
-import argparse, json, sys, time
+import argparse, sys, time
 import torch
 
 # dense peak TFLOP/s by GPU name and arithmetic (vendor data sheets, no sparsity); unknown GPUs get no MFU
