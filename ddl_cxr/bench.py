@@ -13,9 +13,9 @@ from .core import Config, get_config, update_config, CHEXPERT_LABELS
 from .unet import UNet, latent_shape
 from .diffusion import Schedule, q_sample, ddim_sample
 from .vae import build_vae, posterior_sample
-from .ldm import DDLCXR, LDMLoss, ema_update, perturb_context, tweedie_draw, gen_method
+from .ldm import DDLCXR, LDMLoss, ema_update, perturb_context, tweedie_draw, gen_method, sq_err, to_float32
 from .data import LDMDataset, collate_ldm
-from .evaluate import md_table
+from .evaluate import md_table, bootstrap_weights, percentile_ci
 
 # %% auto #0
 __all__ = ['BENCH_SHAPES', 'STEP_KINDS', 'SAMPLER_RUNS', 'BENCHES', 'machine_info', 'time_it', 'time_interleaved', 'bench_config',
@@ -170,8 +170,7 @@ class LDMStep:
     def __call__(self):
         with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.autocast):
             out = self.model(self.x['z0'], self.x['z1'], self.x['ehr'], self.x['mask']) if self.kind == 'ours' else self._reference_out()
-            out = {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in out.items()}
-            loss = self.loss(out, self.x['y1'])
+            loss = self.loss(to_float32(out), self.x['y1'])
         loss.backward(); self.opt.step(); self.opt.zero_grad(set_to_none=True)
         d = self.cfg.ldm.ema_decay
         if self.kind == 'ours': ema_update(self.shadow, self.params, d)
@@ -246,10 +245,13 @@ def _conditioned_unet(cfg, batch, device, seed=0):
     return lambda z_t, t: unet(z_t, t, x['z0'], x['context'], x['context_mask'])
 
 @torch.no_grad()
-def bench_ddim(shape:str='quick', batch:int=16, steps:int|None=None, repeats:int=3, device='cpu')->pd.DataFrame:
-    "DDIM over the same model: ours vs diffusers' DDIMScheduler (η = 1 timed; η = 0 outputs compared); steps default T/5 (200 of 1000)"
-    cfg = bench_config(shape); fn = _conditioned_unet(cfg, batch, device)
-    steps = steps or cfg.diffusion.timesteps // 5
+def bench_ddim(shape:str='quick', batch:int|None=None, steps:int|None=None, repeats:int=3, device='cpu')->pd.DataFrame:
+    """DDIM over the same model: ours vs diffusers' DDIMScheduler (η = 1 timed; η = 0 outputs compared). Defaults: T/5
+    steps (200 of 1000) of 16 latents; at the paper's widths 10 steps of 2 (a CPU takes ≈0.5 s per call there)"""
+    cfg = bench_config(shape)
+    batch = batch or (2 if shape == 'paper' else 16)
+    steps = steps or (10 if shape == 'paper' else cfg.diffusion.timesteps // 5)
+    fn = _conditioned_unet(cfg, batch, device)
     sch, dsch = Schedule.from_config(cfg.diffusion).to(device), diffusers_ddim(cfg, steps)
     x_T = torch.randn(batch, *latent_shape(cfg), generator=torch.Generator().manual_seed(1)).to(device)
     a0 = ddim_sample(fn, sch, tuple(x_T.shape), steps=steps, eta=0.0, x_T=x_T)
@@ -264,11 +266,11 @@ def bench_ddim(shape:str='quick', batch:int=16, steps:int|None=None, repeats:int
 
 # %% ../nbs/12b_bench.ipynb #9777b75b
 def bootstrap_ci(x:np.ndarray, n:int=1000, ci:float=0.95, seed:int=0)->tuple[float, float]:
-    "Percentile bootstrap CI of the mean of `x`"
+    "Percentile bootstrap CI of the mean of `x` (`12_evaluate`'s resampling weights and interval)"
     x = np.asarray(x, dtype=np.float64)
     if len(x) < 2: return (float('nan'), float('nan'))
-    m = np.random.default_rng(seed).choice(x, (n, len(x))).mean(1)
-    return tuple(float(v) for v in np.quantile(m, [(1 - ci) / 2, (1 + ci) / 2]))
+    lo, hi, _ = percentile_ci(bootstrap_weights(len(x), n, seed) @ x / len(x), ci)
+    return lo, hi
 
 SAMPLER_RUNS = {'ddim200_eta1': ('ddim', 200, 1.0), 'ddim200_eta0': ('ddim', 200, 0.0), 'dpmpp2m_20': ('dpmpp2m', 20, 0.0)}
 
@@ -285,7 +287,7 @@ def bench_samplers(model:DDLCXR, dl, runs:dict=SAMPLER_RUNS, seed:int=0, device=
         z0, z1, ehr, mask = (v.to(device) for v in b[:4])
         _, tok, tm = model.encoder(ehr, mask)
         fn = lambda z_t, t: model.eps_model(z_t, t, z0, tok, tm)
-        err['copy_z0'].append((z0 - z1).pow(2).flatten(1).mean(1).cpu())
+        err['copy_z0'].append(sq_err(z1, z0).cpu())
         for name, (s, steps, eta) in runs.items():
             gens = lambda k=0: [torch.Generator(device=device).manual_seed(stable_seed(seed, bi, j, k)) for j in range(len(z0))]
             t0 = time.perf_counter()
@@ -294,15 +296,15 @@ def bench_samplers(model:DDLCXR, dl, runs:dict=SAMPLER_RUNS, seed:int=0, device=
             else: z = SAMPLERS[s](fn, sch, tuple(z0.shape), steps=steps, eta=eta, generator=gens())
             _sync(device)
             secs[name] += time.perf_counter() - t0
-            err[name].append((z - z1).pow(2).flatten(1).mean(1).cpu())
+            err[name].append(sq_err(z1, z).cpu())
     if not err['copy_z0']: raise ValueError("the loader gave no batch")
     e = {k: torch.cat(v).double().numpy() for k, v in err.items()}
     base, n = e[next(iter(runs))], len(e['copy_z0'])
     rows = []
     for k, v in e.items():
         d = v - base
-        rows.append(dict(method=k, n=n, mse=v.mean(), mse_lo=bootstrap_ci(v)[0], mse_hi=bootstrap_ci(v)[1],
-                         diff_vs_first=d.mean(), diff_lo=bootstrap_ci(d)[0], diff_hi=bootstrap_ci(d)[1],
+        (mlo, mhi), (dlo, dhi) = bootstrap_ci(v), bootstrap_ci(d)
+        rows.append(dict(method=k, n=n, mse=v.mean(), mse_lo=mlo, mse_hi=mhi, diff_vs_first=d.mean(), diff_lo=dlo, diff_hi=dhi,
                          seconds=secs.get(k, 0.0), model_calls=runs[k][1] if k in runs else 0))
     df = pd.DataFrame(rows)
     t_first = secs[next(iter(runs))]
@@ -311,14 +313,13 @@ def bench_samplers(model:DDLCXR, dl, runs:dict=SAMPLER_RUNS, seed:int=0, device=
 # %% ../nbs/12b_bench.ipynb #a780cc3a
 def workdir_pairs(workdir, n:int=256, batch_size:int=64, device='cpu')->tuple:
     "(the trained LDM, a loader of the first `n` scored test pairs) of a pipeline work directory"
-    from ddl_cxr.pipeline import layout, load_cohort, _latent_store, scored_test_pairs
+    from ddl_cxr.pipeline import layout, load_cohort, _latent_store, scored_test_pairs, encoded_pairs
     from ddl_cxr.ldm import load_ldm
     L = layout(workdir)
     f = Path(L['ldm'])/'ldm.pth'
     if not f.exists(): raise FileNotFoundError(f"{f}: no trained LDM in {workdir} (run `ddl_cxr demo` or `ddl_cxr train-ldm` first)")
     t, lat = load_cohort(L['cohort']), _latent_store(L['vae'])
-    pairs = t['pairs'][t['pairs'].x0_dicom_id.isin(lat.row) & t['pairs'].x1_dicom_id.isin(lat.row)]
-    test = scored_test_pairs(pairs).head(n)
+    test = scored_test_pairs(encoded_pairs(t['pairs'], lat)).head(n)
     dl = torch.utils.data.DataLoader(LDMDataset(test, lat, t['ehr_ldm']), batch_size=batch_size, shuffle=False, collate_fn=collate_ldm)
     return load_ldm(f, device=device), dl
 
@@ -372,8 +373,7 @@ def run_bench(what=('unet', 'step', 'ddim', 'ema'), shapes=('quick',), workdir=N
         t0 = time.time()
         if name == 'unet': df = pd.concat([bench_unet(s, repeats=repeats, device=device, precisions=precisions) for s in shapes])
         elif name == 'step': df = pd.concat([bench_step(s, precisions, repeats, device) for s in shapes])
-        elif name == 'ddim': df = pd.concat([bench_ddim(s, repeats=repeats, device=device) for s in shapes if s != 'paper'] +
-                                            ([bench_ddim('paper', batch=2, steps=10, repeats=1, device=device)] if 'paper' in shapes else []))
+        elif name == 'ddim': df = pd.concat([bench_ddim(s, repeats=repeats, device=device) for s in shapes])
         elif name == 'ema': df = pd.concat([bench_ema(s, repeats, device) for s in shapes])
         elif name == 'samplers':
             model, dl = workdir_pairs(workdir, n_pairs, device=device)

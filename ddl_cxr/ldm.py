@@ -25,9 +25,9 @@ __all__ = ['NEGATIVES', 'LR_SCHEDULES', 'PRECISIONS', 'Z1_REDUCTIONS', 'GEN_METH
            'contrastive_elementwise', 'perturb_context', 'shuffle_context', 'negative_context', 'lambda_ramp',
            'eps_prior', 'DDLCXR', 'LDMLoss', 'LambdaRamp', 'ema_update', 'EMA', 'FixedValidationDraws', 'LossParts',
            'ema_state_dict', 'SelectBest', 'Checkpoint', 'load_checkpoint', 'lr_schedule_cbs', 'ldm_epochs',
-           'resolve_precision', 'Autocast', 'precision_cbs', 'ldm_learner', 'train_ldm', 'load_ldm', 'toy_ldm_data',
-           'ehr_reliance', 'gen_method', 'tweedie_steps', 'tweedie_draw', 'generate_z1', 'choose_tweedie_t', 'save_z1',
-           'load_z1']
+           'resolve_precision', 'to_float32', 'Autocast', 'precision_cbs', 'ldm_learner', 'train_ldm', 'load_ldm',
+           'toy_ldm_data', 'ehr_reliance', 'gen_method', 'tweedie_steps', 'tweedie_draw', 'generate_z1',
+           'choose_tweedie_t', 'save_z1', 'load_z1']
 
 # %% ../nbs/10_ldm.ipynb #2414904b
 def sq_err(eps:torch.Tensor, eps_hat:torch.Tensor)->torch.Tensor:
@@ -312,8 +312,9 @@ def resolve_precision(precision:str, device=None)->str:
         raise ValueError("fp16 training needs a CUDA device (it scales the loss); on the CPU use 'bf16' or 'fp32'")
     return precision
 
-def _float32(pred):
-    if isinstance(pred, dict): return {k: _float32(v) for k, v in pred.items()}
+def to_float32(pred):
+    "A prediction (tensor, or dict of tensors and None) with every floating tensor in float32"
+    if isinstance(pred, dict): return {k: to_float32(v) for k, v in pred.items()}
     return pred.float() if isinstance(pred, torch.Tensor) and pred.is_floating_point() else pred
 
 class Autocast(Callback):
@@ -323,7 +324,7 @@ class Autocast(Callback):
     def __init__(self, device_type:str='cpu'): self.device_type, self.ctx = device_type, None
     def before_batch(self):
         self.ctx = torch.autocast(self.device_type, dtype=torch.bfloat16); self.ctx.__enter__()
-    def after_pred(self): self.learn.pred = _float32(self.pred)
+    def after_pred(self): self.learn.pred = to_float32(self.pred)
     def _exit(self):
         if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
     def after_loss(self): self._exit()

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import torch
 from .core import *
-from .distributed import is_distributed, is_main, run_on_main, barrier, init_distributed, broadcast_object
+from .distributed import is_main, run_on_main, barrier, init_distributed, broadcast_object
 from . import mimic, ehr as ehrmod, cohort as co, data, vae as vaemod, ldm as ldmmod, predict, evaluate, baselines
 from . import genquality as genq
 
 # %% auto #0
 __all__ = ['EVAL_TEST_PAIRS', 'TWEEDIE_VAL_PAIRS', 'DEMO_VARIANTS', 'LDM_ABLATIONS', 'BASELINE_VARIANTS', 'FULL_VARIANTS',
            'CASE_VARIABLES', 'RESUMABLE', 'DATA_PARALLEL_STAGES', 'layout', 'prepare_cohort', 'load_cohort',
-           'cohort_outputs', 'train_vae_stage', 'encode_oracle', 'oracle_latents', 'scored_test_pairs',
+           'cohort_outputs', 'train_vae_stage', 'encode_oracle', 'oracle_latents', 'encoded_pairs', 'scored_test_pairs',
            'train_ldm_stage', 'train_gan_stage', 'predict_stage', 'oracle_figure', 'ehr_trajectory', 'real_films',
            'evaluate_stage', 'stage_key', 'reset_stale', 'effective_config', 'pipeline_stages', 'launched_stage',
            'run_pipeline']
@@ -102,7 +102,7 @@ def train_vae_stage(cohort_dir, out_dir, cfg:Config, truth_dir=None, device='aut
     val = data.VAEDataset(vt[vt.split == 'validate'], cache, cfg.image.size)
     if len(trn) == 0 or len(val) == 0: raise ValueError(f"VAE needs training and validation images, got {len(trn)} and {len(val)}")
     dls = data.make_dls(trn, val, bs=cfg.vae.batch_size, num_workers=num_workers, device=dev, seed=cfg.vae.seed)
-    learn = vaemod.train_vae(dls, cfg, out, log=log)
+    vaemod.train_vae(dls, cfg, out, log=log)
     model = vaemod.load_vae(out/'vae.pth', device=dev)
     all_ids = pd.DataFrame({'dicom_id': cache.ids}).assign(**{c: 0 for c in CHEXPERT_LABELS})
     vaemod.encode_latents(model, data.VAEDataset(all_ids, cache, cfg.image.size), cache.ids, out/'latents.npz',
@@ -136,6 +136,10 @@ def _latent_store(vae_dir)->data.LatentStore:
 EVAL_TEST_PAIRS = 1024      # LDM test pairs scored for generation quality and EHR reliance (a seeded subset: cost)
 TWEEDIE_VAL_PAIRS = 512     # validation pairs that choose the posterior mean's noise level (a seeded subset: cost)
 
+def encoded_pairs(pairs:pd.DataFrame, lat:data.LatentStore)->pd.DataFrame:
+    "The LDM pairs both of whose films have a cached latent (a film that failed to decode has none)"
+    return pairs[pairs.x0_dicom_id.isin(lat.row) & pairs.x1_dicom_id.isin(lat.row)]
+
 def scored_test_pairs(pairs:pd.DataFrame)->pd.DataFrame:
     "The LDM test pairs every generator is scored on (Table 4): a seeded subset of EVAL_TEST_PAIRS, the same for all"
     test = pairs[pairs.split == 'test']
@@ -146,7 +150,7 @@ def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     dev = get_device(device)
     t = load_cohort(cohort_dir); lat = _latent_store(vae_dir)
-    pairs = t['pairs'][t['pairs'].x0_dicom_id.isin(lat.row) & t['pairs'].x1_dicom_id.isin(lat.row)]
+    pairs = encoded_pairs(t['pairs'], lat)
     sp = lambda s: data.LDMDataset(pairs[pairs.split == s], lat, t['ehr_ldm'], cfg.refcode.sample_posterior, cfg.ldm.seed)
     dls = data.make_dls(sp('train'), sp('validate'), bs=cfg.ldm.batch_size, collate=data.collate_ldm,
                         num_workers=num_workers, device=dev, seed=cfg.ldm.seed, n_inp=4)
@@ -178,7 +182,7 @@ def train_ldm_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
     rel = ldmmod.ehr_reliance(model, rdl, ts=[max(1, round(f * T)) for f in (0.02, 0.1, 0.3, 0.5)], seed=cfg.ldm.seed, device=dev)
     if is_main():
         with atomic_path(out/'reliance.csv') as tmp: rel.to_csv(tmp, index=False)
-    log(f"[ldm] EHR reliance (ε-MSE another patient's − own ± SE): " +
+    log("[ldm] EHR reliance (ε-MSE another patient's − own ± SE): " +
         ', '.join(f"t={r.t}: {r.diff:+.4f} ± {r.se:.4f}" for r in rel.itertuples()))
     tp = pd.DataFrame({'sample_id': test.sample_id, 'dicom_id': test.x0_dicom_id})
     dl = torch.utils.data.DataLoader(data.GenerationDataset(tp, lat, t['ehr_ldm']), batch_size=256, shuffle=False,
@@ -206,7 +210,7 @@ def train_gan_stage(cohort_dir, vae_dir, out_dir, cfg:Config, device='auto', num
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     dev = get_device(device)
     t = load_cohort(cohort_dir); lat = _latent_store(vae_dir)
-    pairs = t['pairs'][t['pairs'].x0_dicom_id.isin(lat.row) & t['pairs'].x1_dicom_id.isin(lat.row)]
+    pairs = encoded_pairs(t['pairs'], lat)
     sp = lambda s: data.LDMDataset(pairs[pairs.split == s], lat, t['ehr_ldm'])
     dls = data.make_dls(sp('train'), sp('validate'), bs=cfg.gan.batch_size, collate=data.collate_ldm,
                         num_workers=num_workers, device=dev, seed=cfg.gan.seed, n_inp=4)
@@ -423,7 +427,6 @@ def pipeline_stages(workdir, cfg:Config, mimic_dir=None, cxr_dir=None, variants=
     decoding images, `memory_limit` for DuckDB in the extraction (e.g. '4GB'; beyond it DuckDB spills to disk)"""
     p = layout(workdir)
     if n_jobs is None: n_jobs = 1 if get_device(device).type == 'cuda' else min(os.cpu_count() or 1, 4)
-    if is_distributed(): n_jobs = 1                                # launched: the processes train each run together
     synthetic = mimic_dir is None
     cfg = effective_config(cfg, synthetic)
     memory_limit = mimic.check_memory_limit(memory_limit)          # a bad value fails before any stage runs
